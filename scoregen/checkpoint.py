@@ -1,0 +1,154 @@
+"""Training configs and checkpoint files: atomic writes, validated reads, ``load_checkpoint``.
+
+A checkpoint is a dict ``{"format": FORMAT, "version": VERSION, "step", "config", "ema", ...}``
+saved by ``torch.save``; a training checkpoint adds ``model``, ``optimizer`` and ``rng`` (everything
+``--resume`` needs to continue bit-exactly), an exported one holds the EMA weights alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .nets import build_model
+from .sde import VPSDE
+
+FORMAT = "scoregen-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable scoregen checkpoint."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved as JSON in the run dir and in every checkpoint.
+
+    ``model`` is a ``build_model`` config; ``{}`` means the default for the data set: the preset named
+    after it if there is one, else a U-Net for images and an MLP for vectors, sized to the data.
+    ``sde`` holds ``VPSDE`` keyword arguments. ``t_min``: training times are t ~ U(t_min, 1); 1e-3 is
+    DDPM's first step t_1 = 1/1000 (sigma = 0.01), the smallest time a sampler evaluates the network at.
+    ``ema_decay``: the EMA uses ``min(ema_decay, (1 + step) / (10 + step))``, so short runs are not
+    dominated by the initial weights. ``amp``: bf16 autocast, on CUDA only. ``device``: None is CUDA if
+    available, else CPU. ``sample_every`` / ``ckpt_every``: 0 turns sample grids off / checkpoints only
+    at the end.
+    """
+
+    dataset: str = "digits"
+    dataset_options: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+    sde: dict = field(default_factory=dict)
+    steps: int = 10000
+    batch_size: int = 128
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup: int = 500
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    t_min: float = 1e-3
+    seed: int = 0
+    amp: bool = True
+    log_every: int = 50
+    sample_every: int = 1000
+    ckpt_every: int = 1000
+    out: str = "runs/digits"
+    device: str | None = None
+
+    # Fields a resumed run may change; the others must match the checkpoint's.
+    RESUMABLE = ("steps", "log_every", "sample_every", "ckpt_every", "out", "device")
+
+    def __post_init__(self):
+        positive = ("steps", "batch_size", "log_every")
+        non_negative = ("warmup", "sample_every", "ckpt_every", "weight_decay", "grad_clip")
+        for name in positive + non_negative:
+            value, low = getattr(self, name), (1 if name in positive else 0)
+            if not value >= low:
+                raise ValueError(f"{name} must be >= {low}; got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0; got {self.lr!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1); got {self.ema_decay!r}")
+        if not 0 <= self.t_min < 1:
+            raise ValueError(f"t_min must be in [0, 1); got {self.t_min!r}")
+        if self.device not in (None, "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or None; got {self.device!r}")
+
+    def to_dict(self) -> dict:
+        """The config as plain JSON types (tuples become lists), as saved."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; valid: {', '.join(names)}")
+        return cls(**d)
+
+
+def resolve_device(device) -> torch.device:
+    """``device``, or CUDA when available and ``device`` is None, else CPU."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def save_checkpoint(state: dict, path) -> Path:
+    """Write ``state`` (tagged with FORMAT and VERSION) to ``path`` atomically: a temp file, then ``os.replace``.
+
+    A crash mid-write leaves the previous file at ``path`` untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_checkpoint(path) -> dict:
+    """The validated checkpoint dict at ``path``, tensors on the CPU.
+
+    Raises FileNotFoundError for a missing file and CheckpointError for a truncated or corrupt file,
+    a foreign file (no format tag) or an unknown version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch reports truncation and foreign pickles with many exception types
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {e}") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a scoregen checkpoint (no format tag {FORMAT!r})")
+    if ckpt.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {ckpt.get('version')!r}; this scoregen reads {VERSION}")
+    return ckpt
+
+
+def load_checkpoint(path, device=None) -> tuple[torch.nn.Module, VPSDE, TrainConfig]:
+    """``(model, sde, config)`` from a training or exported checkpoint: the EMA weights, in eval mode,
+    with gradients off, on ``device`` (None: CUDA if available, else CPU)."""
+    ckpt = read_checkpoint(path)
+    config = TrainConfig.from_dict(ckpt["config"])
+    model = build_model(config.model)
+    model.load_state_dict(ckpt["ema"])
+    model = model.to(resolve_device(device)).eval().requires_grad_(False)
+    return model, VPSDE(**config.sde), config
+
+
+def export_ema(src, dst) -> Path:
+    """Write the EMA weights and config of checkpoint ``src`` alone to ``dst`` (a shippable checkpoint)."""
+    ckpt = read_checkpoint(src)
+    return save_checkpoint({k: ckpt[k] for k in ("step", "config", "ema")}, dst)
