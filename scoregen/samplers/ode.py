@@ -1,0 +1,106 @@
+"""The probability-flow ODE (Song et al. 2021, eq. 13) integrated by ``torchdiffeq.odeint``.
+
+    dx/dt = f(x, t) - g(t)^2 score(x, t) / 2 = -beta x / 2 + beta eps / (2 sigma)
+
+in one of three variables (the same ODE, solved on the same grid points, with different error):
+
+    "t"        the equation above
+    "log_snr"  dx/dlambda = sigma^2 x - sigma eps, lambda = log(alpha / sigma)  (Lu et al. 2022, §3.1;
+               for the VP-SDE d log alpha / d lambda = sigma^2)
+    "edm"      dy/ds = eps(alpha y, t(s)), y = x / alpha, s = sigma / alpha  (Song et al. 2021 DDIM, eq. 14;
+               Karras et al. 2022, eq. 4): Euler in s is DDIM with eta = 0.
+
+On the mixture oracle "t" is as accurate per NFE as the others or more (README table), so it is
+the default.
+
+Fixed-grid solvers step exactly on the grid points (no interior output points); adaptive ones
+pick their own steps with rtol/atol on the RMS norm of the whole batch and synchronise with the
+host to do so, as does torchdiffeq's fixed-grid loop when it compares times on a GPU.
+"""
+from __future__ import annotations
+
+import torch
+from torchdiffeq import odeint
+
+from ..sde import VPSDE
+from .common import Model, Recorder, final_step
+from .grids import time_grid
+
+FIXED = ("euler", "midpoint", "heun2", "heun3", "rk4")
+ADAPTIVE = ("dopri5", "bosh3", "adaptive_heun", "dopri8")
+SOLVERS = FIXED + ADAPTIVE
+VARIABLES = ("t", "log_snr", "edm")
+
+
+class ProbabilityFlow:
+    """The PF-ODE right-hand side in ``variable``; the state is x, or y = x / alpha for "edm"."""
+
+    def __init__(self, model: Model, sde: VPSDE, variable: str, record: Recorder | None = None):
+        self.model, self.sde, self.variable, self.record = model, sde, variable, record
+
+    def v_of_t(self, t: torch.Tensor) -> torch.Tensor:
+        if self.variable == "t":
+            return t
+        log_snr = self.sde.log_snr(t)
+        return log_snr if self.variable == "log_snr" else torch.exp(-log_snr)
+
+    def t_of_v(self, v: torch.Tensor) -> torch.Tensor:
+        if self.variable == "t":
+            return v
+        log_snr = v if self.variable == "log_snr" else -torch.log(v)
+        return self.sde.t_from_log_snr(log_snr).clamp(max=1.0)
+
+    def scale(self, t: torch.Tensor) -> torch.Tensor:
+        """x = scale(t) * state."""
+        return self.sde.alpha(t) if self.variable == "edm" else torch.ones_like(t)
+
+    def __call__(self, v: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        t = self.t_of_v(v)
+        x = self.scale(t) * y
+        eps = self.model(x, t)
+        if self.variable == "edm":
+            return eps
+        sigma = self.sde.sigma(t)
+        if self.variable == "log_snr":
+            return sigma ** 2 * x - sigma * eps
+        return self.sde.drift(x, t) + 0.5 * self.sde.diffusion(t) ** 2 * eps / sigma
+
+    def record_step(self, v0: torch.Tensor, y0: torch.Tensor, dv) -> None:
+        """Records the start of each accepted adaptive step (torchdiffeq's ``callback_accept_step``)."""
+        t = self.t_of_v(v0)
+        self.record(t, self.scale(t) * y0)
+
+
+def odeint_pf(model: Model, sde: VPSDE, x: torch.Tensor, times: torch.Tensor, *, solver: str,
+              variable: str, rtol: float | None = None, atol: float | None = None,
+              record: Recorder | None = None) -> torch.Tensor:
+    """Solve the PF-ODE from times[0] to times[-1] (either direction): a fixed-grid solver steps
+    on every point of ``times``; an adaptive one (rtol, atol) uses only the end points."""
+    flow = ProbabilityFlow(model, sde, variable, record)
+    times = times.to(dtype=torch.float64)
+    if solver in ADAPTIVE:
+        times = times[[0, -1]]
+        if record is not None:
+            flow.callback_accept_step = flow.record_step
+    scale = flow.scale(times)
+    v = flow.v_of_t(times).to(device=x.device, dtype=x.dtype)
+    # adaptive: step onto the end point instead of past it (t < 0 is outside the schedule)
+    tol = dict(rtol=rtol, atol=atol, options={"step_t": v[-1:]}) if solver in ADAPTIVE else {}
+    ys = odeint(flow, x / scale[0], v, method=solver, **tol)
+    if record is not None and solver in FIXED:
+        for t_i, c_i, y_i in zip(times, scale, ys):
+            record(t_i, c_i * y_i)
+    x = scale[-1] * ys[-1]
+    if record is not None and solver in ADAPTIVE:
+        record(times[-1], x)
+    return x
+
+
+def sample_ode(model: Model, sde: VPSDE, x: torch.Tensor, *, steps: int | None, grid: str, t_min: float,
+               solver: str, variable: str, rtol: float | None = None, atol: float | None = None,
+               final_denoise: bool = True, generator=None, record: Recorder | None = None) -> torch.Tensor:
+    """PF-ODE from t = 1 to t_min (fixed-grid: ``steps`` steps of ``grid``; adaptive: rtol/atol),
+    then (``final_denoise``) x0_hat = (x - sigma eps) / alpha at t_min. Deterministic given x_1."""
+    times = time_grid(sde, grid, steps, t_min) if solver in FIXED else torch.tensor([1.0, t_min], dtype=torch.float64)
+    x = odeint_pf(model, sde, x, times, solver=solver, variable=variable, rtol=rtol, atol=atol, record=record)
+    return final_step(model, sde, x, t_min, final_denoise, record)
