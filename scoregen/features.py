@@ -1,0 +1,228 @@
+"""Feature networks for image metrics, all offline.
+
+``FeatureNet.for_dataset(dataset)`` trains a small conv classifier on the training split (seeded,
+a fixed number of Adam steps; one softmax head per label column, so digits' class and each of the
+cartoon faces' 14 attributes), takes its penultimate layer as features, measures its held-out
+accuracy, embeds the held-out split as the reference sample, and caches all of it on disk
+(written atomically by ``checkpoint.save_checkpoint``), so later calls only load. A data set
+without labels gets the same network at its seeded random initialisation, untrained: random
+conv features.
+
+``InceptionFeatures(path)`` gives standard FID features (2048-d pool3) from Inception weights
+already on disk; nothing is downloaded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/scoregen/features`` (``~/.cache/scoregen/features`` by default)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "scoregen" / "features"
+
+
+def _embed(fn, x: torch.Tensor, device, batch_size: int) -> torch.Tensor:
+    """``fn`` applied to ``x`` in batches on ``device``, without gradients."""
+    with torch.no_grad():
+        return torch.cat([fn(x[i:i + batch_size].to(device)) for i in range(0, x.shape[0], batch_size)])
+
+
+def _label_columns(dataset):
+    """Train and held-out labels as [n, k] integer columns (k = 1 for class labels, one per attribute)
+    and the number of classes of each column; None without labels."""
+    if dataset.labels_train is None or dataset.labels_test is None:
+        return None
+    train, test = (y.long().reshape(y.shape[0], -1) for y in (dataset.labels_train, dataset.labels_test))
+    return train, test, (torch.cat([train, test]).amax(0) + 1).tolist()
+
+
+def _fingerprint(dataset, config: dict) -> str:
+    """Hash of the training recipe and the data (images and labels), naming the cache file."""
+    h = hashlib.sha1(json.dumps(config, sort_keys=True).encode())
+    for t in (dataset.train, dataset.test, dataset.labels_train, dataset.labels_test):
+        if t is not None:
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+class FeatureNet(nn.Module):
+    """A small conv classifier whose penultimate layer is the feature space.
+
+    A 3x3 conv, then stride-2 3x3 convs (doubling the width, at most 256) until the side is at
+    most 4, a linear layer to ``feature_dim`` with ReLU (the features), and a linear layer giving
+    the logits of every label column side by side (``num_classes``: classes per column).
+    Features are divided by ``scale``, set so that their mean square over the training split is 1
+    (KID's kernel ``(x.y / d + 1)^3`` then sees O(1) inner products, and FD/KID values are
+    comparable across data sets).
+    """
+
+    def __init__(self, channels: int, size: int, num_classes: list[int] | None, width: int = 32,
+                 feature_dim: int = 128):
+        super().__init__()
+        self.config = dict(channels=channels, size=size, num_classes=num_classes, width=width,
+                           feature_dim=feature_dim)
+        layers = [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU()]
+        while size > 4:
+            layers += [nn.Conv2d(width, min(2 * width, 256), 3, stride=2, padding=1), nn.ReLU()]
+            width, size = min(2 * width, 256), (size + 1) // 2
+        self.body = nn.Sequential(*layers, nn.Flatten(), nn.Linear(width * size * size, feature_dim), nn.ReLU())
+        self.head = nn.Linear(feature_dim, sum(num_classes)) if num_classes else None
+        self.register_buffer("scale", torch.ones(()))
+        self.info: dict = {}
+        self.reference: torch.Tensor | None = None  # held-out features, set by for_dataset
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Logits of each label column, [n, num_classes[j]] each."""
+        if self.head is None:
+            raise ValueError("this FeatureNet has no classifier head (built for a data set without labels)")
+        return self.head(self.body(x)).split(self.config["num_classes"], dim=1)
+
+    def predict(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """Predicted class of each label column, [n, k]."""
+        self.eval()
+        return _embed(lambda xb: torch.stack([z.argmax(1) for z in self(xb)], 1), x, self.scale.device, batch_size)
+
+    def features(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """Penultimate-layer features [n, feature_dim] of images [n, C, H, W] in [-1, 1], on the net's device."""
+        self.eval()
+        return _embed(self.body, x, self.scale.device, batch_size) / self.scale
+
+    @classmethod
+    def for_dataset(cls, dataset, *, cache_dir=None, device=None, seed: int = 0, steps: int = 200,
+                    batch_size: int = 128, lr: float = 2e-3, width: int = 32, feature_dim: int = 128,
+                    retrain: bool = False) -> "FeatureNet":
+        """The feature network of an image data set, loaded from ``cache_dir`` or trained and cached.
+
+        Trains ``steps`` Adam steps on minibatches of the training split drawn with a ``seed``-ed
+        generator (weights initialised under the same seed); with no labels, keeps the seeded
+        random initialisation. ``net.info`` holds ``kind`` ('classifier' or 'random'),
+        ``accuracy`` (held-out, averaged over label columns; None without labels),
+        ``column_accuracy`` (per column), ``train_seconds``, ``path`` and ``loaded`` (True when
+        this call read the cache); ``net.reference`` the held-out split's features. The cache
+        file is named by a hash of the recipe and the data, so a changed data set or recipe
+        trains afresh; an unreadable one is retrained and replaced.
+        """
+        if not dataset.is_image:
+            raise ValueError(f"FeatureNet needs an image data set [n, C, H, W]; {dataset.name!r} has "
+                             f"samples of shape {dataset.shape}")
+        channels, height, width_px = dataset.shape
+        if height != width_px:
+            raise ValueError(f"FeatureNet needs square images; {dataset.name!r} has {height}x{width_px}")
+        labels = _label_columns(dataset)
+        num_classes = None if labels is None else labels[2]
+        net_config = dict(channels=channels, size=height, num_classes=num_classes, width=width,
+                          feature_dim=feature_dim)
+        recipe = dict(net_config, seed=seed, steps=steps, batch_size=batch_size, lr=lr)
+        path = Path(cache_dir or default_cache_dir()) / f"{dataset.name}-{_fingerprint(dataset, recipe)}.pt"
+        device = torch.device(device or "cpu")
+        if path.exists() and not retrain:
+            try:
+                return cls._load(path, device)
+            except CheckpointError:
+                pass  # unreadable (a truncated copy, say): train afresh and replace it
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = cls(**net_config).to(device)
+        start = time.perf_counter()
+        column_accuracy = None
+        if labels is not None:
+            net._train(dataset.train, labels[0], steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+            column_accuracy = (net.predict(dataset.test) == labels[1].to(device)).double().mean(0).tolist()
+        info = dict(kind="random" if labels is None else "classifier", column_accuracy=column_accuracy,
+                    accuracy=None if labels is None else sum(column_accuracy) / len(column_accuracy),
+                    train_seconds=time.perf_counter() - start, steps=steps if labels is not None else 0)
+        net.scale.copy_(_embed(net.body, dataset.train, device, 512).pow(2).mean().sqrt())
+        net.reference = net.features(dataset.test)
+        save_checkpoint(dict(config=net.config, weights=net.state_dict(), info=info,
+                             reference=net.reference), path)
+        net.info = dict(info, loaded=False, path=str(path))
+        return net
+
+    @classmethod
+    def _load(cls, path: Path, device: torch.device) -> "FeatureNet":
+        state = read_checkpoint(path)
+        net = cls(**state["config"]).to(device)
+        net.load_state_dict(state["weights"])
+        net.info = dict(state["info"], loaded=True, path=str(path))
+        net.reference = state["reference"].to(device)
+        return net
+
+    def _train(self, x: torch.Tensor, y: torch.Tensor, *, steps: int, batch_size: int, lr: float, seed: int):
+        """Cross-entropy summed over label columns, Adam, ``steps`` minibatches drawn with replacement
+        by a seeded generator."""
+        device = self.scale.device
+        x, y = x.to(device), y.to(device)
+        g = torch.Generator().manual_seed(seed)
+        opt = torch.optim.Adam(self.parameters(), lr=lr)
+        self.train()
+        for _ in range(steps):
+            idx = torch.randint(x.shape[0], (batch_size,), generator=g).to(device)
+            loss = sum(F.cross_entropy(z, y[idx, j]) for j, z in enumerate(self(x[idx])))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+
+class InceptionFeatures:
+    """Standard FID features (Inception-v3 pool3, 2048-d) from weights on disk; never downloads.
+
+    ``path`` is either the TorchScript ``inception-2015-12-05.pt`` of StyleGAN2-ADA / clean-fid
+    (called with images in [0, 255] and ``return_features=True``), or a torchvision
+    ``inception_v3`` state dict (needs torchvision; Google's weights expect inputs in [-1, 1]).
+    Images are resized to 299x299 (bilinear) and grey images repeated to three channels.
+    """
+
+    def __init__(self, path, device=None):
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"inception_path={str(path)!r} does not exist; point it at the TorchScript "
+                                    "inception-2015-12-05.pt or a torchvision inception_v3 state dict")
+        self.device = torch.device(device or "cpu")
+        try:
+            self.model, self.torchscript = torch.jit.load(str(path), map_location=self.device).eval(), True
+        except RuntimeError:
+            self.model, self.torchscript = self._torchvision(path), False
+
+    def _torchvision(self, path: Path) -> nn.Module:
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as err:
+            raise ValueError(f"inception_path={str(path)!r} is neither a TorchScript model nor a torch state "
+                             f"dict ({err.__class__.__name__}: {err})") from None
+        if not isinstance(state, dict) or "Mixed_7c.branch_pool.conv.weight" not in state:
+            raise ValueError(f"inception_path={str(path)!r} holds no inception_v3 state dict "
+                             "(no 'Mixed_7c.branch_pool.conv.weight' key)")
+        try:
+            from torchvision.models import inception_v3
+        except ImportError:
+            raise ImportError("an inception_v3 state dict needs torchvision (pip install torchvision); "
+                              "the TorchScript inception-2015-12-05.pt does not") from None
+        model = inception_v3(weights=None, aux_logits="AuxLogits.fc.weight" in state, init_weights=False,
+                             transform_input=False)
+        model.load_state_dict(state)
+        model.fc = nn.Identity()
+        return model.to(self.device).eval()
+
+    def _pool3(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        x = F.interpolate(x.float(), size=(299, 299), mode="bilinear", align_corners=False)
+        if self.torchscript:
+            return self.model((x + 1) * 127.5, return_features=True)
+        return self.model(x)
+
+    def features(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Pool3 features [n, 2048] of images [n, 1 or 3, H, W] in [-1, 1]."""
+        if x.dim() != 4 or x.shape[1] not in (1, 3):
+            raise ValueError(f"images must have shape [n, 1 or 3, H, W]; got {tuple(x.shape)}")
+        return _embed(self._pool3, x, self.device, batch_size)
