@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .nets import build_model
+from .outputs import write_atomic
 from .sde import VPSDE
 
 FORMAT = "scoregen-checkpoint"
@@ -103,18 +103,7 @@ def save_checkpoint(state: dict, path) -> Path:
 
     A crash mid-write leaves the previous file at ``path`` untouched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(path, lambda f: torch.save({"format": FORMAT, "version": VERSION, **state}, f))
 
 
 def read_checkpoint(path) -> dict:

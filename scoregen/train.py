@@ -23,6 +23,7 @@ import torch
 from .checkpoint import TrainConfig, read_checkpoint, resolve_device, save_checkpoint
 from .data import load_dataset
 from .nets import PRESETS, build_model
+from .outputs import sample_png, write_atomic
 from .sde import VPSDE
 
 
@@ -88,7 +89,7 @@ def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float):
 @torch.no_grad()
 def save_samples(model, sde: VPSDE, shape: tuple[int, ...], path, *, seed: int = 0):
     """Draw samples of ``model`` (its own ``sample(n, generator=)``, else 50 DDIM steps) and save a PNG:
-    an 8x8 grid of images (upscaled to about 256 pixels), or a scatter plot of 2-D points."""
+    an 8x8 grid of images, or a scatter plot of 2000 points (``outputs.sample_png``)."""
     device = next(model.parameters()).device
     g = torch.Generator(device).manual_seed(seed)
     n = 64 if len(shape) == 3 else 2000
@@ -97,25 +98,7 @@ def save_samples(model, sde: VPSDE, shape: tuple[int, ...], path, *, seed: int =
     else:
         from .samplers import sample
         x = sample(model, sde, (n, *shape), method="ddim", steps=50, generator=g).x
-    x = x.float().cpu()
-    if len(shape) == 3:
-        from PIL import Image
-        x = torch.nn.functional.pad(x.clamp(-1, 1), (1, 1, 1, 1), value=0.0)  # a grey frame round each tile
-        c, h, w = x.shape[1:]
-        grid = ((x + 1) * 127.5).round().to(torch.uint8)
-        grid = grid.reshape(8, 8, c, h, w).permute(0, 3, 1, 4, 2).reshape(8 * h, 8 * w, c)
-        scale = max(1, 256 // (8 * h))
-        img = Image.fromarray(grid.squeeze(-1).numpy() if c == 1 else grid.numpy())
-        img.resize((8 * w * scale, 8 * h * scale), Image.NEAREST).save(path)
-    elif shape == (2,):
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(4, 4))
-        ax.scatter(x[:, 0], x[:, 1], s=1)
-        ax.set_aspect("equal")
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+    write_atomic(path, sample_png(x))
 
 
 def _truncate_log(path: Path, step: int):

@@ -29,6 +29,11 @@ class MLP(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
+    @property
+    def shape(self) -> tuple[int]:
+        """Shape of one sample."""
+        return (self.dim,)
+
     def forward(self, x, t):
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape [n, {self.dim}]; got {tuple(x.shape)}")

@@ -110,8 +110,13 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Shape of one sample."""
+        return (self.in_channels, self.image_size, self.image_size)
+
     def forward(self, x, t):
-        expected = (self.in_channels, self.image_size, self.image_size)
+        expected = self.shape
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"x must have shape [n, {', '.join(map(str, expected))}]; got {tuple(x.shape)}")
         temb = self.temb(t, x)

@@ -1,0 +1,185 @@
+"""The ``scoregen`` command. Each subcommand is an ``_add_X(subparsers)`` / ``_run_X(args)`` pair,
+registered in ``COMMANDS``; heavy imports happen inside ``_run_X`` so that ``--help`` is instant."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a model (eps U-Net by default) on a data set",
+                       description="Train a model. Settings come from the defaults, then --config FILE, then "
+                                   "(with --resume) the run's checkpoint, then the options given here.")
+    p.add_argument("--dataset", help="data set name (default: digits)")
+    p.add_argument("--out", help="run directory (default: runs/<dataset>)")
+    p.add_argument("--config", type=Path, help="JSON file of TrainConfig fields, e.g. configs/digits.json")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/ckpt.pt")
+    p.add_argument("--model", help="architecture: unet, mlp, ... (default: the data set's)")
+    p.add_argument("--preset", help="model preset, e.g. digits, cifar32, small32, toy")
+    p.add_argument("--schedule", choices=("linear", "cosine"), help="noise schedule (default: linear)")
+    for flag, type_, help_ in [("--steps", int, "total optimiser steps"), ("--batch-size", int, "batch size"),
+                               ("--lr", float, "peak AdamW learning rate"), ("--warmup", int, "linear warm-up steps"),
+                               ("--ema-decay", float, "EMA decay"),
+                               ("--grad-clip", float, "gradient-norm clip (0: off)"),
+                               ("--t-min", float, "smallest training time"), ("--seed", int, "random seed"),
+                               ("--sample-every", int, "steps between sample grids (0: off)"),
+                               ("--ckpt-every", int, "steps between checkpoints (0: at the end only)")]:
+        p.add_argument(flag, type=type_, help=help_)
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def train_config_from_args(args):
+    """The TrainConfig of ``scoregen train``: defaults < --config < the checkpoint (--resume) < options."""
+    from .checkpoint import TrainConfig, read_checkpoint
+
+    fields = {}
+    if args.config:
+        fields.update(json.loads(args.config.read_text()))
+    given = {name: getattr(args, name) for name in ("dataset", "steps", "batch_size", "lr", "warmup", "ema_decay",
+                                                     "grad_clip", "t_min", "seed", "sample_every", "ckpt_every",
+                                                     "device", "out")}
+    given = {k: v for k, v in given.items() if v is not None}
+    if args.model or args.preset:
+        given["model"] = {k: v for k, v in (("arch", args.model), ("preset", args.preset)) if v}
+    if args.schedule:
+        given["sde"] = {"schedule": args.schedule}
+    dataset = given.get("dataset", fields.get("dataset", TrainConfig.dataset))
+    out = given.setdefault("out", fields.get("out", f"runs/{dataset}"))
+    if args.resume:
+        fields.update(read_checkpoint(Path(out) / "ckpt.pt")["config"])
+    return TrainConfig.from_dict({**fields, **given})
+
+
+def _run_train(args):
+    from .train import train
+
+    config = train_config_from_args(args)
+    result = train(config, resume=args.resume, progress=not args.no_progress)
+    loss = "n/a" if result.loss is None else f"{result.loss:.4f}"
+    print(f"step {result.step}, loss {loss}; checkpoint {Path(config.out) / 'ckpt.pt'}")
+
+
+def _add_export(sub):
+    p = sub.add_parser("export", help="write a checkpoint's EMA weights and config alone (a shippable model)")
+    p.add_argument("checkpoint", type=Path, help="training checkpoint, e.g. runs/digits/ckpt.pt")
+    p.add_argument("dest", type=Path, help="output file, e.g. scoregen/checkpoints/digits.pt")
+
+
+def _run_export(args):
+    from .checkpoint import export_ema
+
+    path = export_ema(args.checkpoint, args.dest)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
+def _add_sample(sub):
+    p = sub.add_parser("sample", help="draw samples from a checkpoint with any sampler",
+                       description="Sample a trained model. Without a checkpoint, list the samplers, their "
+                                   "options and the grids.")
+    p.add_argument("checkpoint", type=Path, nargs="?", help="e.g. runs/digits/ckpt.pt or scoregen/checkpoints/digits.pt")
+    p.add_argument("--method", default="ddim", help="ddpm, ddim, sde, ode or vae (default: ddim)")
+    p.add_argument("--steps", type=int, help="number of steps (default: the method's)")
+    p.add_argument("--grid", default="uniform", help="uniform, quadratic, log_snr or karras (default: uniform)")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="method option, e.g. -o eta=0.5 -o solver=dopri5 -o rtol=1e-4 (repeatable)")
+    p.add_argument("-n", type=int, default=64, help="number of samples (default: 64)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--out", type=Path, default=Path("samples.png"), help=".png (grid or scatter) or .npz")
+
+
+def parse_options(items) -> dict:
+    """``["k=v", ...]`` -> ``{k: v}``, each value a Python literal where it parses as one, else a string."""
+    import ast
+
+    options = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"options must be KEY=VALUE; got {item!r}")
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value
+    return options
+
+
+def _run_sample(args):
+    if args.checkpoint is None:
+        from .samplers import describe
+        print(describe())
+        return
+    if args.out.suffix not in (".png", ".npz"):
+        raise SystemExit(f"--out must end in .png or .npz; got {args.out}")
+    import numpy as np
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .outputs import sample_png, write_atomic
+    from .samplers import sample
+
+    model, sde, _ = load_checkpoint(args.checkpoint, device=args.device)
+    device = next(model.parameters()).device
+    res = sample(model, sde, (args.n, *model.shape), args.method, args.steps, grid=args.grid,
+                 generator=torch.Generator(device).manual_seed(args.seed), **parse_options(args.option))
+    if args.out.suffix == ".npz":
+        write_atomic(args.out, lambda f: np.savez(f, x=res.x.float().cpu().numpy(), nfe=res.nfe,
+                                                  options=json.dumps(res.options)))
+    else:
+        write_atomic(args.out, sample_png(res.x))
+    print(f"{args.n} samples by {args.method} ({res.nfe} NFE) -> {args.out}")
+
+
+def _add_compare(sub):
+    p = sub.add_parser("compare", help="step count vs sample quality for every sampler and the VAE",
+                       description="Sample one model with every sampler at several step counts (and the VAE at one "
+                                   "NFE), measure each row against held-out data, write a table, a plot and "
+                                   "sample grids. Missing models are trained once and cached.")
+    p.add_argument("--dataset", default="digits", help="data set name (default: digits)")
+    p.add_argument("--dataset-option", action="append", metavar="KEY=VALUE",
+                   help="loader option, e.g. mixture=ring8 or path=faces/ (repeatable)")
+    p.add_argument("--samplers", help="comma-separated sampler names (default: all)")
+    p.add_argument("--steps", action="append", metavar="[SAMPLER=]N,N,...",
+                   help="step counts for every fixed-step sampler, or per sampler (repeatable)")
+    p.add_argument("--tols", help="comma-separated tolerances (rtol = atol) for adaptive solvers")
+    p.add_argument("-n", type=int, help="samples per row (default: 500 for images, 2000 otherwise)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the prior draws (default: 0)")
+    p.add_argument("--out", type=Path, help="output folder (default: results/<data set>)")
+    p.add_argument("--quick", action="store_true", help="smoke run: few step counts, few samples")
+    p.add_argument("--checkpoint", type=Path, help="eps-network checkpoint (default: shipped, cached or trained)")
+    p.add_argument("--vae-checkpoint", type=Path, help="VAE checkpoint (default: shipped, cached or trained)")
+    p.add_argument("--grid", default="uniform", help="time grid of every sampler (default: uniform)")
+    p.add_argument("--grid-nfe", type=float, default=100, help="NFE of the sample pictures (default: 100)")
+    p.add_argument("--batch-size", type=int, help="samples per sampler call (default: all n)")
+    p.add_argument("--cache-dir", type=Path, help="model cache (default: ~/.cache/scoregen)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _run_compare(args):
+    from .compare import compare, markdown_table, parse_options, parse_steps
+
+    rows = compare(args.dataset, samplers=args.samplers.split(",") if args.samplers else None,
+                   steps=parse_steps(args.steps), tols=parse_steps([args.tols]) if args.tols else None,
+                   n=args.n, device=args.device, seed=args.seed, out=args.out, quick=args.quick,
+                   checkpoint=args.checkpoint, vae_checkpoint=args.vae_checkpoint,
+                   dataset_options=parse_options(args.dataset_option), grid=args.grid, grid_nfe=args.grid_nfe,
+                   batch_size=args.batch_size, cache_dir=args.cache_dir, progress=not args.no_progress)
+    print(markdown_table(rows), end="")
+
+
+COMMANDS = {"train": (_add_train, _run_train), "export": (_add_export, _run_export),
+            "sample": (_add_sample, _run_sample),
+            "compare": (_add_compare, _run_compare)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="scoregen",
+                                     description="Continuous-time diffusion models: train, sample, compare.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    args = parser.parse_args(argv)
+    COMMANDS[args.command][1](args)
