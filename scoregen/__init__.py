@@ -1,6 +1,8 @@
 """scoregen: DDPM as a discretised VP-SDE, one eps-network, many samplers, honest comparisons.
 
-Names are imported on first use, so ``import scoregen`` (and the CLI) start fast.
+Names and submodules are imported on first use, so ``import scoregen`` (and the CLI) start fast.
+``train`` and ``compare`` are submodules (``sg.train.train(config)``, ``sg.compare.compare(...)``): a
+function of the same name would be replaced by the module as soon as the module is imported.
 """
 from importlib import import_module
 
@@ -11,11 +13,17 @@ _EXPORTS = {
     "GaussianMixture": "data", "load_dataset": "data", "Dataset": "data",
     "sample": "samplers", "SampleResult": "samplers", "METHODS": "samplers", "GRIDS": "samplers",
     "log_likelihood": "likelihood",
+    "build_model": "nets",
+    "TrainConfig": "checkpoint", "load_checkpoint": "checkpoint",
 }
+_SUBMODULES = ("sde", "data", "nets", "samplers", "likelihood", "metrics", "features", "control", "train",
+               "checkpoint", "compare", "outputs")
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name):
     if name in _EXPORTS:
         return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    if name in _SUBMODULES:
+        return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'scoregen' has no attribute {name!r}")
