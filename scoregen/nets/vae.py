@@ -49,9 +49,8 @@ def discretized_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale
     half_bin = 1.0 / (levels - 1)
     inv_scale = torch.exp(-log_scale)
     k = level_index(x, levels)
-    big = torch.finfo(x.dtype).max ** 0.25  # an open edge; finite so that no gradient is inf * 0
-    a = torch.where(k == 0, -big, (x - half_bin - mean) * inv_scale)
-    b = torch.where(k == levels - 1, big, (x + half_bin - mean) * inv_scale)
+    a = torch.where(k == 0, -math.inf, (x - half_bin - mean) * inv_scale)
+    b = torch.where(k == levels - 1, math.inf, (x + half_bin - mean) * inv_scale)
     upper = a + b > 0
     a, b = torch.where(upper, -b, a), torch.where(upper, -a, b)
     log_b, log_a = torch.special.log_ndtr(b), torch.special.log_ndtr(a)
@@ -60,8 +59,8 @@ def discretized_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale
 
 def _log1mexp(d: torch.Tensor) -> torch.Tensor:
     """``log(1 - exp(d))`` for d <= 0 (Maechler 2012)."""
-    d = d.clamp(max=-1e-30)
-    return torch.where(d > -math.log(2), torch.log(-torch.expm1(d)), torch.log1p(-torch.exp(d)))
+    d, ln2 = d.clamp(max=-1e-30), math.log(2)  # each branch clamped to its half, so no gradient is 0 * inf
+    return torch.where(d > -ln2, torch.log(-torch.expm1(d.clamp(min=-ln2))), torch.log1p(-torch.exp(d.clamp(max=-ln2))))
 
 
 def level_index(x: torch.Tensor, levels: int) -> torch.Tensor:
