@@ -12,6 +12,7 @@ without touching the device.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -43,12 +44,17 @@ class ReverseSDE(torch.nn.Module):
         self.model, self.vp, self.shape = model, sde, tuple(shape)
         self.grid, self.steps, self.t_min = grid, steps, t_min
         self._cache = (None, None, None)  # torchsde calls f once at (r_0, y_0) to check shapes
+        self._time = functools.lru_cache(maxsize=4)(self._time_uncached)
         if self.noise_type == "diagonal":
             self.g = lambda r, y: self._g(r) * torch.ones_like(y)
 
     def time(self, r) -> tuple[torch.Tensor, float]:
-        """t = tau(1 - r / K) as a CPU float64 scalar, and dt/dr."""
-        t, rate = tau_and_rate(self.vp, self.grid, 1 - float(r) / self.steps, self.t_min)
+        """t = tau(1 - r / K) as a CPU float64 scalar, and dt/dr; drift and diffusion of one stage
+        ask for the same r, so the last few answers are kept."""
+        return self._time(float(r))
+
+    def _time_uncached(self, r: float) -> tuple[torch.Tensor, float]:
+        t, rate = tau_and_rate(self.vp, self.grid, 1 - r / self.steps, self.t_min)
         return torch.tensor(t, dtype=torch.float64), -rate / self.steps
 
     def f(self, r, y: torch.Tensor) -> torch.Tensor:
