@@ -12,7 +12,7 @@ _EXPORTS = {
     "VPSDE": "sde",
     "GaussianMixture": "data", "load_dataset": "data", "Dataset": "data",
     "sample": "samplers", "SampleResult": "samplers", "METHODS": "samplers", "GRIDS": "samplers",
-    "log_likelihood": "likelihood",
+    "log_likelihood": "likelihood", "ddpm_bound": "likelihood", "bits_per_dim": "likelihood",
     "build_model": "nets",
     "TrainConfig": "checkpoint", "load_checkpoint": "checkpoint",
 }

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torchdiffeq import odeint
 
-from .nets.vae import discretized_gaussian_log_prob, level_index
+from .nets.vae import check_levels, check_on_grid, discretized_gaussian_log_prob
 from .samplers.common import Model, model_device_dtype
 from .samplers.ode import ADAPTIVE, ProbabilityFlow
 from .sde import VPSDE
@@ -41,17 +41,6 @@ def _check_choice(name: str, value, allowed) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
 
 
-def _check_levels(levels) -> None:
-    if levels is not None and (int(levels) != levels or levels < 2):
-        raise ValueError(f"levels must be an integer >= 2 or None (continuous data); got {levels!r}")
-
-
-def _check_on_grid(x: torch.Tensor, levels: int) -> None:
-    if not torch.allclose(x, 2 * level_index(x, levels) / (levels - 1) - 1, atol=1e-4):
-        raise ValueError(f"x must lie on the {levels}-level grid 2k/(L-1)-1 (not dequantised); "
-                         f"use levels=None for continuous data")
-
-
 # --- the convention ------------------------------------------------------------------------------
 def bits_per_dim(logp: torch.Tensor, dim: int, levels: int | None = None) -> torch.Tensor:
     """``-(logp + D log Delta) / (D ln 2)`` with ``Delta = 2 / (L - 1)``; ``-logp / (D ln 2)`` for levels None.
@@ -64,7 +53,7 @@ def bits_per_dim(logp: torch.Tensor, dim: int, levels: int | None = None) -> tor
     """
     if int(dim) != dim or dim < 1:
         raise ValueError(f"dim must be a positive integer; got {dim!r}")
-    _check_levels(levels)
+    check_levels(levels)
     log_delta = 0.0 if levels is None else math.log(2 / (levels - 1))
     return -(logp + dim * log_delta) / (dim * math.log(2))
 
@@ -73,7 +62,7 @@ def dequantize(x: torch.Tensor, levels: int, *, generator: torch.Generator | Non
     """Uniform dequantisation ``x + Delta (u - 1/2)``, ``u ~ U[0, 1)``, ``Delta = 2 / (L - 1)``."""
     if levels is None:
         raise ValueError("levels must be an integer >= 2 to dequantise; continuous data need none")
-    _check_levels(levels)
+    check_levels(levels)
     u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return x + 2 / (levels - 1) * (u - 0.5)
 
@@ -253,14 +242,14 @@ def ddpm_bound(eps_model, sde: VPSDE, x: torch.Tensor, *, levels: int | None = N
         steps, grid: K of the uniform grid, or the grid itself (any order, holding 0 and 1).
         batch_size: (sample, step) pairs per model call.
     """
-    _check_levels(levels)
+    check_levels(levels)
     _check_choice("variance", variance, VARIANCES)
     if sample_steps is not None and (int(sample_steps) != sample_steps or sample_steps < 1):
         raise ValueError(f"sample_steps must be a positive integer or None (all steps); got {sample_steps!r}")
     model, x = _counted_model(eps_model, x, device)
     device, dtype = model.device, model.dtype
     if levels is not None:
-        _check_on_grid(x, levels)
+        check_on_grid(x, levels)
     grid = _bound_grid(steps, grid)
     n, dim, k = x.shape[0], x[0].numel(), grid.numel() - 1
     alpha, sigma, log_snr = sde.alpha(grid), sde.sigma(grid), sde.log_snr(grid)
