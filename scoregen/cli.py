@@ -132,6 +132,50 @@ def _run_sample(args):
     print(f"{args.n} samples by {args.method} ({res.nfe} NFE) -> {args.out}")
 
 
+def _add_likelihood(sub):
+    p = sub.add_parser("likelihood", help="bits/dim of held-out data: PF-ODE, DDPM bound, VAE ELBO and IWAE",
+                       description="Bits/dim of the held-out split under the given models, one convention "
+                                   "(scoregen.likelihood): a table, and JSON with --out.")
+    p.add_argument("--ckpt", type=Path, help="eps-network checkpoint, e.g. scoregen/checkpoints/digits.pt")
+    p.add_argument("--vae-ckpt", type=Path, help="VAE checkpoint, e.g. scoregen/checkpoints/digits-vae.pt")
+    p.add_argument("--dataset", default="digits", help="data set name (default: digits)")
+    p.add_argument("--dataset-option", action="append", metavar="KEY=VALUE", help="loader option (repeatable)")
+    p.add_argument("-n", type=int, help="held-out points (default: all)")
+    p.add_argument("--divergence", choices=("exact", "hutchinson"), default="hutchinson")
+    p.add_argument("--probes", type=int, default=1, help="Hutchinson probes per point (default: 1)")
+    p.add_argument("--t-min", type=float, default=1e-3, help="where the PF-ODE starts (default: 1e-3)")
+    p.add_argument("--bound-steps", type=int, default=1000, help="K of the DDPM bound (default: 1000)")
+    p.add_argument("--sample-steps", type=int, help="importance-sample this many of the K steps (default: all)")
+    p.add_argument("--iwae-k", type=int, default=100, help="samples of the IWAE bound (default: 100)")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--out", type=Path, help="write the rows as JSON here")
+
+
+def _run_likelihood(args):
+    if not (args.ckpt or args.vae_ckpt):
+        raise SystemExit("scoregen likelihood: give --ckpt and/or --vae-ckpt")
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .data import load_dataset
+    from .likelihood import likelihood_table, markdown_table
+    from .outputs import write_atomic
+
+    data = load_dataset(args.dataset, **parse_options(args.dataset_option))
+    model, sde = load_checkpoint(args.ckpt, device=args.device)[:2] if args.ckpt else (None, None)
+    vae = load_checkpoint(args.vae_ckpt, device=args.device)[0] if args.vae_ckpt else None
+    device = next((model or vae).parameters()).device
+    rows = likelihood_table(data.test[:args.n], levels=data.levels, eps_model=model, sde=sde, vae=vae,
+                            divergence=args.divergence, probes=args.probes, t_min=args.t_min,
+                            bound_steps=args.bound_steps, sample_steps=args.sample_steps, iwae_k=args.iwae_k,
+                            batch_size=args.batch_size, generator=torch.Generator(device).manual_seed(args.seed))
+    print(markdown_table(rows), end="")
+    if args.out:
+        write_atomic(args.out, json.dumps(rows, indent=1).encode())
+
+
 def _add_compare(sub):
     p = sub.add_parser("compare", help="step count vs sample quality for every sampler and the VAE",
                        description="Sample one model with every sampler at several step counts (and the VAE at one "
@@ -155,23 +199,25 @@ def _add_compare(sub):
     p.add_argument("--grid-nfe", type=float, default=100, help="NFE of the sample pictures (default: 100)")
     p.add_argument("--batch-size", type=int, help="samples per sampler call (default: all n)")
     p.add_argument("--cache-dir", type=Path, help="model cache (default: ~/.cache/scoregen)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is fastest on a busy machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _run_compare(args):
-    from .compare import compare, markdown_table, parse_options, parse_steps
+    from .compare import compare, markdown_table, parse_steps
 
     rows = compare(args.dataset, samplers=args.samplers.split(",") if args.samplers else None,
                    steps=parse_steps(args.steps), tols=parse_steps([args.tols]) if args.tols else None,
                    n=args.n, device=args.device, seed=args.seed, out=args.out, quick=args.quick,
                    checkpoint=args.checkpoint, vae_checkpoint=args.vae_checkpoint,
                    dataset_options=parse_options(args.dataset_option), grid=args.grid, grid_nfe=args.grid_nfe,
-                   batch_size=args.batch_size, cache_dir=args.cache_dir, progress=not args.no_progress)
+                   batch_size=args.batch_size, cache_dir=args.cache_dir, threads=args.threads,
+                   progress=not args.no_progress)
     print(markdown_table(rows), end="")
 
 
 COMMANDS = {"train": (_add_train, _run_train), "export": (_add_export, _run_export),
-            "sample": (_add_sample, _run_sample),
+            "sample": (_add_sample, _run_sample), "likelihood": (_add_likelihood, _run_likelihood),
             "compare": (_add_compare, _run_compare)}
 
 

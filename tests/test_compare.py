@@ -1,0 +1,164 @@
+"""``scoregen compare``: the gmm sweep end to end against the mixture oracle, and every bad input failing
+before anything is sampled or written."""
+import json
+import math
+
+import pytest
+import torch
+
+import scoregen.compare as compare_module
+from scoregen.checkpoint import TrainConfig, save_checkpoint
+from scoregen.cli import main
+from scoregen.compare import compare, parse_steps
+from scoregen.data import load_dataset
+from scoregen.features import FeatureNet
+from scoregen.metrics import frechet_distance
+from scoregen.nets import build_model
+from scoregen.sde import VPSDE
+
+
+@pytest.fixture(scope="module")
+def gmm_run(tmp_path_factory):
+    """``scoregen compare --dataset gmm --quick`` with DDPM at 10 and 1000 steps; trains the MLP into a fresh cache."""
+    root = tmp_path_factory.mktemp("compare")
+    main(["compare", "--dataset", "gmm", "--quick", "--steps", "ddpm=10,1000", "--out", str(root / "out"),
+          "--cache-dir", str(root / "cache"), "--no-progress"])
+    return root / "out"
+
+
+def test_gmm_quick_writes_every_file_and_row(gmm_run, capsys):
+    files = {p.name for p in gmm_run.iterdir()}
+    samplers = ("ddpm", "ddim", "sde", "ode-heun", "ode-dopri5")  # no VAE on 2-D data
+    assert files == {"compare.json", "compare.csv", "compare.md", "quality_vs_nfe.png"} | \
+        {f"samples_{s}.png" for s in samplers}  # no temporary file left over
+    summary = json.loads((gmm_run / "compare.json").read_text())
+    rows = summary["rows"]
+    assert [(r["sampler"], r["steps"], r["tol"]) for r in rows] == [
+        ("data floor", None, None), ("ddpm", 10, None), ("ddpm", 1000, None), ("ddim", 10, None),
+        ("ddim", 100, None), ("sde", 50, None), ("ode-heun", 10, None), ("ode-dopri5", None, 1e-3)]
+    assert summary["n"] == 400 and all(r["n"] == 400 for r in rows)
+    # NFE as counted: one call per DDPM/DDIM step, Euler-Maruyama + final denoise, two per Heun step + 1
+    nfe = {(r["sampler"], r["steps"]): r["nfe"] for r in rows}
+    assert nfe["ddpm", 10] == 10 and nfe["ddpm", 1000] == 1000 and nfe["ddim", 100] == 100
+    assert nfe["sde", 50] == 51 and nfe["ode-heun", 10] == 21 and nfe["ode-dopri5", None] > 10
+    for r in rows:
+        for key in ("swd", "mmd", "logp", "logp_gap", "moment_kl"):
+            assert r[key + "_std"] >= 0, (r["sampler"], key)
+    csv_lines = (gmm_run / "compare.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + len(rows) and csv_lines[0].startswith("sampler,method,options,steps,tol,nfe,n,swd")
+    assert (gmm_run / "compare.md").read_text().count("\n| ") == len(rows) + 1
+
+
+def test_gmm_quick_is_exact_where_it_can_be_and_ranks_sanely(gmm_run):
+    rows = json.loads((gmm_run / "compare.json").read_text())["rows"]
+    by = {(r["sampler"], r["steps"]): r for r in rows}
+    oracle = load_dataset("gmm", n_train=2, n_test=2).oracle
+    # E_p[log p] = -entropy: every row carries the same reference, and exact draws (the floor) match it
+    entropy_mc = oracle.log_prob(oracle.sample(200_000, generator=torch.Generator().manual_seed(5))).mean()
+    floor = by["data floor", None]
+    assert all(r["logp_data"] == pytest.approx(float(entropy_mc), abs=0.01) for r in rows)
+    assert abs(floor["logp_gap"]) < 4 * floor["logp_gap_std"] + 0.02
+    # 1000 ancestral steps beat 10 on the exact metrics, by many spreads
+    ddpm10, ddpm1000 = by["ddpm", 10], by["ddpm", 1000]
+    for key in ("moment_kl", "mmd"):
+        gap = ddpm10[key] - ddpm1000[key]
+        assert gap > 3 * (ddpm10[key + "_std"] ** 2 + ddpm1000[key + "_std"] ** 2) ** 0.5, key
+    assert ddpm1000["logp_gap"] < ddpm10["logp_gap"]
+    assert ddpm1000["moment_kl"] < 4 * floor["moment_kl"] + 0.02
+
+
+def _checkpoint(path, dataset="gmm", dim=2, **options):
+    """An untrained MLP checkpoint labelled with ``dataset`` and its options."""
+    config = TrainConfig(dataset=dataset, dataset_options=options, model={"arch": "mlp", "dim": dim, "hidden": 8,
+                                                                          "depth": 1})
+    save_checkpoint({"step": 0, "config": config.to_dict(), "ema": build_model(config.model).state_dict()}, path)
+    return path
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(samplers=["ddpm", "euler"]), "unknown sampler.*'euler'.*valid: ddpm, ddim, sde, ode-heun, ode-dopri5, vae"),
+    (dict(dataset="mnist"), "unknown dataset 'mnist'.*valid: .*digits"),
+    (dict(samplers=[]), "empty sweep"),
+    (dict(steps={"ddpm": []}), "empty sweep: no step counts for 'ddpm'"),
+    (dict(steps={"ode-dopri5": [2]}), "tolerances of 'ode-dopri5' must be numbers in \\(0, 1\\)"),
+    (dict(steps=[10, 0]), "step counts of 'ddpm' must be positive integers"),
+    (dict(steps={"sde": [10]}, samplers=["ddpm"]), "steps given for sampler.*'sde' not in the sweep"),
+    (dict(samplers=["vae"]), "'vae' needs image data"),
+    (dict(grid="cosine"), "unknown grid 'cosine'; valid: uniform"),
+    (dict(n=1), "n must be an integer >= 2"),
+    (dict(device="tpu"), "device must be"),
+])
+def test_bad_input_fails_before_anything_is_written(tmp_path, kwargs, message):
+    kwargs = {"dataset": "gmm", "out": tmp_path / "out", "cache_dir": tmp_path / "cache", "progress": False,
+              "dataset_options": {"n_train": 100, "n_test": 100}, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        compare(**kwargs)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()  # nothing trained either
+
+
+@pytest.mark.parametrize("checkpoint, message", [
+    (dict(dataset="toy"), "trained on data set 'toy', not 'gmm'"),
+    (dict(mixture="ring8"), "trained on gmm-ring8 .*not gmm-gmm2d"),
+    (dict(dim=3), r"does not fit samples of shape \(2,\)"),
+])
+def test_checkpoint_of_another_data_set_or_shape_is_refused(tmp_path, checkpoint, message):
+    path = _checkpoint(tmp_path / "ckpt.pt", **checkpoint)
+    with pytest.raises(ValueError, match=message):
+        compare("gmm", checkpoint=path, out=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_failure_mid_sweep_leaves_previous_results_untouched(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "compare.json").write_text("old")
+    path = _checkpoint(tmp_path / "ckpt.pt")
+    calls = []
+
+    def failing_sample(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return sample(*args, **kwargs)
+
+    sample = compare_module.sample
+    monkeypatch.setattr(compare_module, "sample", failing_sample)
+    with pytest.raises(KeyboardInterrupt):
+        compare("gmm", checkpoint=path, samplers=["ddpm"], steps=[2, 3], n=50, out=out, progress=False)
+    assert len(calls) == 2 and [p.name for p in out.iterdir()] == ["compare.json"]
+    assert (out / "compare.json").read_text() == "old"
+
+
+def test_parse_steps():
+    assert parse_steps(None) is None
+    assert parse_steps(["10,20"]) == [10, 20]
+    assert parse_steps(["ddim=10,20", "ode-dopri5=1e-3"]) == {"ddim": [10, 20], "ode-dopri5": [1e-3]}
+    with pytest.raises(ValueError, match="once as N,N"):
+        parse_steps(["10", "ddim=5"])
+    with pytest.raises(ValueError, match="'x' is not a number"):
+        parse_steps(["10,x"])
+
+
+def test_images_are_measured_as_clamped_pictures(tmp_path):
+    """eps = 0 makes DDIM return x_1 / alpha(1) at any step count: a pixel is clipped iff |x_1| > (1 + 1/16) alpha(1),
+    and after clamping both rows hold the same pictures, so the same Frechet distance."""
+    config = TrainConfig(dataset="digits", model={"arch": "unet", "in_channels": 1, "image_size": 8, "ch": 8,
+                                                  "ch_mult": [1], "num_res_blocks": 1, "attn_resolutions": []})
+    model = build_model(config.model)
+    for p in model.parameters():
+        p.data.zero_()
+    path = save_checkpoint({"step": 0, "config": config.to_dict(), "ema": model.state_dict()}, tmp_path / "ckpt.pt")
+    rows = compare("digits", checkpoint=path, samplers=["ddim"], steps=[1, 3], n=64, out=tmp_path / "out",
+                   cache_dir=tmp_path / "cache", progress=False)
+    floor, one, three = rows
+    p = 1 - math.erf((1 + 1 / 16) * VPSDE().alpha(1.0).item() / math.sqrt(2))   # P(|z| > c), z ~ N(0, 1)
+    assert one["clipped"] == three["clipped"] == pytest.approx(p, abs=5 * math.sqrt(p * (1 - p) / 64 ** 2))
+    assert "clipped" not in floor
+    assert one["fd"] == pytest.approx(three["fd"], rel=1e-6) and one["fd"] > 5 * floor["fd"] > 0
+    assert one["kid"] > floor["kid"] + 5 * one["kid_std"]
+    # the same number by hand: the prior draws of seed 0, divided by alpha(1), clamped, in feature space
+    x = torch.randn((64, 1, 8, 8), generator=torch.Generator().manual_seed(0)) / VPSDE().alpha(1.0).float()
+    net = FeatureNet.for_dataset(load_dataset("digits"), cache_dir=tmp_path / "cache" / "features")
+    assert one["fd"] == pytest.approx(frechet_distance(net.features(x.clamp(-1, 1)), net.reference), rel=1e-6)
+    header = (tmp_path / "out" / "compare.csv").read_text().splitlines()[0]
+    assert header.endswith("fd,fd_std,kid,kid_std,clipped,wall_s,device")
