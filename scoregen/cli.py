@@ -79,12 +79,13 @@ def _add_sample(sub):
                        description="Sample a trained model. Without a checkpoint, list the samplers, their "
                                    "options and the grids.")
     p.add_argument("checkpoint", type=Path, nargs="?", help="e.g. runs/digits/ckpt.pt or scoregen/checkpoints/digits.pt")
+    p.add_argument("--ckpt", type=Path, help="the checkpoint, as an option")
     p.add_argument("--method", default="ddim", help="ddpm, ddim, sde, ode or vae (default: ddim)")
     p.add_argument("--steps", type=int, help="number of steps (default: the method's)")
     p.add_argument("--grid", default="uniform", help="uniform, quadratic, log_snr or karras (default: uniform)")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="method option, e.g. -o eta=0.5 -o solver=dopri5 -o rtol=1e-4 (repeatable)")
-    p.add_argument("-n", type=int, default=64, help="number of samples (default: 64)")
+    p.add_argument("-n", "--n", type=int, default=64, help="number of samples (default: 64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--out", type=Path, default=Path("samples.png"), help=".png (grid or scatter) or .npz")
@@ -107,6 +108,9 @@ def parse_options(items) -> dict:
 
 
 def _run_sample(args):
+    if args.checkpoint and args.ckpt:
+        raise SystemExit("give the checkpoint once: as an argument or as --ckpt")
+    args.checkpoint = args.checkpoint or args.ckpt
     if args.checkpoint is None:
         from .samplers import describe
         print(describe())
@@ -200,6 +204,8 @@ def _add_compare(sub):
     p.add_argument("--batch-size", type=int, help="samples per sampler call (default: all n)")
     p.add_argument("--cache-dir", type=Path, help="model cache (default: ~/.cache/scoregen)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is fastest on a busy machine)")
+    p.add_argument("--inception-path", type=Path, help="Inception weights on disk (TorchScript inception-2015-12-05.pt "
+                                                       "or a torchvision state dict): standard FID/KID")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -212,7 +218,7 @@ def _run_compare(args):
                    checkpoint=args.checkpoint, vae_checkpoint=args.vae_checkpoint,
                    dataset_options=parse_options(args.dataset_option), grid=args.grid, grid_nfe=args.grid_nfe,
                    batch_size=args.batch_size, cache_dir=args.cache_dir, threads=args.threads,
-                   progress=not args.no_progress)
+                   inception_path=args.inception_path, progress=not args.no_progress)
     print(markdown_table(rows), end="")
 
 

@@ -38,7 +38,7 @@ import torch
 
 from .checkpoint import TrainConfig, load_checkpoint, read_checkpoint, resolve_device
 from .data import load_dataset
-from .features import FeatureNet, default_cache_dir
+from .features import FeatureNet, InceptionFeatures, default_cache_dir
 from .metrics import floor, frechet_distance, image_metrics, sample_metrics
 from .nets import PRESETS
 from .nets.vae import PRESETS as VAE_PRESETS
@@ -427,7 +427,7 @@ def compare(dataset: str = "digits", *, samplers=None, steps=None, tols=None, n:
             device=None, seed: int = 0, out=None, quick: bool = False, checkpoint=None, vae_checkpoint=None,
             dataset_options: dict | None = None, grid: str = "uniform", grid_nfe: float = 100,
             batch_size: int | None = None, cache_dir=None, threads: int | None = None,
-            progress: bool = True) -> list[dict]:
+            inception_path=None, progress: bool = True) -> list[dict]:
     """Sweep samplers over step counts on ``dataset`` and write the table, plot and sample grids to ``out``.
 
     Args:
@@ -445,6 +445,8 @@ def compare(dataset: str = "digits", *, samplers=None, steps=None, tols=None, n:
             shows its row with the NFE closest to this; batch_size: samples drawn per sampler call.
         cache_dir: where trained models and feature networks are cached (default ``~/.cache/scoregen``).
         threads: torch's CPU threads during the run (default: unchanged); on a busy machine 1 is fastest.
+        inception_path: Inception weights on disk (``features.InceptionFeatures``): image rows are then
+            scored in its pool3 space, i.e. standard FID and KID, instead of the package's feature network.
 
     Returns the rows (dicts; see ``compare.csv``), the data floor first. Everything is validated
     before any model is trained, any sample drawn or any file written.
@@ -474,6 +476,9 @@ def compare(dataset: str = "digits", *, samplers=None, steps=None, tols=None, n:
     if not (isinstance(grid_nfe, (int, float)) and grid_nfe > 0):
         raise ValueError(f"grid_nfe must be a positive number; got {grid_nfe!r}")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir().parent
+    if inception_path is not None and not is_image:
+        raise ValueError(f"inception_path scores images; {data.name} samples have shape {data.shape}")
+    inception = None if inception_path is None else InceptionFeatures(inception_path, device=device)
 
     with _num_threads(threads):
         start = time.perf_counter()
@@ -483,7 +488,8 @@ def compare(dataset: str = "digits", *, samplers=None, steps=None, tols=None, n:
             model, sde, paths[kind] = _load_model(kind, checkpoint if kind == "eps" else vae_checkpoint, data,
                                                   dataset, dataset_options, device, cache_dir, progress)
             models[kind] = (model, sde)
-        extractor = FeatureNet.for_dataset(data, cache_dir=cache_dir / "features", device=device) if is_image else None
+        extractor = None if not is_image else inception.with_reference(data) if inception is not None else \
+            FeatureNet.for_dataset(data, cache_dir=cache_dir / "features", device=device)
         evaluate = _evaluator(data, extractor, n, seed)
         kept = _sample_rows(rows, models, data, n, device, seed, grid, batch_size or n, evaluate, progress)
         source = "oracle draws" if data.oracle is not None else "training items"

@@ -188,11 +188,17 @@ class InceptionFeatures:
         if not path.is_file():
             raise FileNotFoundError(f"inception_path={str(path)!r} does not exist; point it at the TorchScript "
                                     "inception-2015-12-05.pt or a torchvision inception_v3 state dict")
-        self.device = torch.device(device or "cpu")
+        self.device, self.path = torch.device(device or "cpu"), path
         try:
             self.model, self.torchscript = torch.jit.load(str(path), map_location=self.device).eval(), True
         except RuntimeError:
             self.model, self.torchscript = self._torchvision(path), False
+
+    def with_reference(self, dataset) -> "InceptionFeatures":
+        """Set ``reference`` (features of the held-out split) and ``info``, as ``FeatureNet.for_dataset`` does."""
+        self.reference = self.features(dataset.test)
+        self.info = {"kind": "inception", "torchscript": self.torchscript, "path": str(self.path)}
+        return self
 
     def _torchvision(self, path: Path) -> nn.Module:
         try:

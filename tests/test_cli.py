@@ -17,7 +17,7 @@ def test_sample_writes_npz_with_the_counted_nfe_and_png(tmp_path, capsys):
     f = np.load(tmp_path / "x.npz")
     assert f["x"].shape == (4, 1, 8, 8) and int(f["nfe"]) == 3 and np.isfinite(f["x"]).all()
     assert json.loads(str(f["options"]))["method"] == "ddim"
-    main(["sample", str(SHIPPED / "digits-vae.pt"), "--method", "vae", "-n", "16", "--device", "cpu",
+    main(["sample", "--ckpt", str(SHIPPED / "digits-vae.pt"), "--method", "vae", "--n", "16", "--device", "cpu",
           "--out", str(tmp_path / "x.png")])
     assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"
     assert "16 samples by vae (1 NFE)" in capsys.readouterr().out

@@ -139,15 +139,20 @@ def test_parse_steps():
         parse_steps(["10,x"])
 
 
-def test_images_are_measured_as_clamped_pictures(tmp_path):
-    """eps = 0 makes DDIM return x_1 / alpha(1) at any step count: a pixel is clipped iff |x_1| > (1 + 1/16) alpha(1),
-    and after clamping both rows hold the same pictures, so the same Frechet distance."""
+def _zero_unet(path):
+    """A digits U-Net checkpoint whose eps is 0: DDIM then returns x_1 / alpha(1) at any step count."""
     config = TrainConfig(dataset="digits", model={"arch": "unet", "in_channels": 1, "image_size": 8, "ch": 8,
                                                   "ch_mult": [1], "num_res_blocks": 1, "attn_resolutions": []})
     model = build_model(config.model)
     for p in model.parameters():
         p.data.zero_()
-    path = save_checkpoint({"step": 0, "config": config.to_dict(), "ema": model.state_dict()}, tmp_path / "ckpt.pt")
+    return save_checkpoint({"step": 0, "config": config.to_dict(), "ema": model.state_dict()}, path)
+
+
+def test_images_are_measured_as_clamped_pictures(tmp_path):
+    """eps = 0 makes DDIM return x_1 / alpha(1) at any step count: a pixel is clipped iff |x_1| > (1 + 1/16) alpha(1),
+    and after clamping both rows hold the same pictures, so the same Frechet distance."""
+    path = _zero_unet(tmp_path / "ckpt.pt")
     rows = compare("digits", checkpoint=path, samplers=["ddim"], steps=[1, 3], n=64, out=tmp_path / "out",
                    cache_dir=tmp_path / "cache", progress=False)
     floor, one, three = rows
@@ -162,3 +167,28 @@ def test_images_are_measured_as_clamped_pictures(tmp_path):
     assert one["fd"] == pytest.approx(frechet_distance(net.features(x.clamp(-1, 1)), net.reference), rel=1e-6)
     header = (tmp_path / "out" / "compare.csv").read_text().splitlines()[0]
     assert header.endswith("fd,fd_std,kid,kid_std,clipped,wall_s,device")
+
+
+class _FakeInception(torch.nn.Module):
+    """Stands in for inception-2015-12-05.pt (images in [0, 255]): per-channel means and spreads."""
+
+    def forward(self, x, return_features: bool = False):
+        return torch.cat([x.mean((2, 3)), x.std((2, 3))], 1)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit")
+def test_inception_weights_on_disk_give_the_frechet_distance_in_their_space(tmp_path):
+    from scoregen.features import InceptionFeatures
+    torch.jit.script(_FakeInception()).save(str(tmp_path / "inception.pt"))
+    with pytest.raises(FileNotFoundError, match="inception_path"):
+        compare("digits", checkpoint=_zero_unet(tmp_path / "ckpt.pt"), inception_path=tmp_path / "missing.pt",
+                out=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
+    assert not (tmp_path / "out").exists()
+    rows = compare("digits", checkpoint=tmp_path / "ckpt.pt", samplers=["ddim"], steps=[1], n=64,
+                   inception_path=tmp_path / "inception.pt", out=tmp_path / "out", cache_dir=tmp_path / "cache",
+                   progress=False)
+    x = torch.randn((64, 1, 8, 8), generator=torch.Generator().manual_seed(0)) / VPSDE().alpha(1.0).float()
+    fake = InceptionFeatures(tmp_path / "inception.pt")
+    expected = frechet_distance(fake.features(x.clamp(-1, 1)), fake.features(load_dataset("digits").test))
+    assert rows[1]["fd"] == pytest.approx(expected, rel=1e-6)
+    assert json.loads((tmp_path / "out" / "compare.json").read_text())["feature_net"]["kind"] == "inception"

@@ -10,7 +10,6 @@ right features share one mirrored coordinate |x|.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from . import Dataset
 from .files import split_dataset, to_unit
