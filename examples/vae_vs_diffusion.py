@@ -25,6 +25,7 @@ import scoregen as sg
 from scoregen.checkpoint import TrainConfig, load_checkpoint
 from scoregen.likelihood import bits_per_dim, ddpm_bound
 from scoregen.metrics import floor, sample_metrics
+from scoregen.outputs import tile
 from scoregen.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,13 +38,6 @@ def trained(config: TrainConfig):
         print(f"training {config.model} for {config.steps} steps into {config.out}")
         train(config)
     return load_checkpoint(ckpt)[:2]
-
-
-def grid(x: torch.Tensor, rows: int = 6) -> torch.Tensor:
-    """The first rows^2 images [n, 1, h, w] in [-1, 1], tiled with a 1-pixel grey frame into one image."""
-    x = torch.nn.functional.pad(x[:rows ** 2, 0].clamp(-1, 1), (1, 1, 1, 1))
-    _, h, w = x.shape
-    return x.reshape(rows, rows, h, w).permute(0, 2, 1, 3).reshape(rows * h, rows * w)
 
 
 def main():
@@ -103,7 +97,7 @@ def main():
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(panels), figsize=(2.4 * len(panels), 2.8))
     for ax, (title, x) in zip(axes, panels):
-        ax.imshow(grid(x), cmap="gray", vmin=-1, vmax=1)
+        ax.imshow(tile(x, 6)[..., 0], cmap="gray", vmin=-1, vmax=1)
         ax.set_title(title.replace(" (", "\n("), fontsize=8)
         ax.axis("off")
     args.figure.parent.mkdir(parents=True, exist_ok=True)

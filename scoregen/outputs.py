@@ -32,6 +32,14 @@ def write_atomic(path, data: bytes | Callable) -> Path:
     return path
 
 
+def tile(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The first k^2 images [n, C, H, W] in [-1, 1], each in a 1-pixel frame of 0 (grey), as one image
+    [k (H + 2), k (W + 2), C]."""
+    x = torch.nn.functional.pad(x[:k * k].clamp(-1, 1), (1, 1, 1, 1), value=0.0)
+    c, h, w = x.shape[1:]
+    return x.reshape(k, k, c, h, w).permute(0, 3, 1, 4, 2).reshape(k * h, k * w, c)
+
+
 def sample_png(x: torch.Tensor) -> bytes:
     """A PNG of samples: a square grid of images [n, C, H, W] in [-1, 1], each tile in a grey frame and
     pixels upscaled (nearest) to about 256 pixels a side, or a scatter of the first two coordinates of
@@ -40,14 +48,10 @@ def sample_png(x: torch.Tensor) -> bytes:
     buf = io.BytesIO()
     if x.dim() == 4:
         from PIL import Image
-        k = math.isqrt(x.shape[0])
-        x = torch.nn.functional.pad(x[:k * k].clamp(-1, 1), (1, 1, 1, 1), value=0.0)
-        c, h, w = x.shape[1:]
-        grid = ((x + 1) * 127.5).round().to(torch.uint8)
-        grid = grid.reshape(k, k, c, h, w).permute(0, 3, 1, 4, 2).reshape(k * h, k * w, c)
-        scale = max(1, 256 // (k * h))
+        grid = ((tile(x, math.isqrt(x.shape[0])) + 1) * 127.5).round().to(torch.uint8)
+        (height, width, c), scale = grid.shape, max(1, 256 // grid.shape[0])
         img = Image.fromarray(grid.squeeze(-1).numpy() if c == 1 else grid.numpy())
-        img.resize((k * w * scale, k * h * scale), Image.NEAREST).save(buf, format="png")
+        img.resize((width * scale, height * scale), Image.NEAREST).save(buf, format="png")
     else:
         import matplotlib
         matplotlib.use("Agg")
