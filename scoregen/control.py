@@ -141,8 +141,8 @@ def log_path_weights(paths: ControlledPaths, sde: VPSDE, log_target: Callable) -
     g = sde.diffusion(paths.t[:-1])[:, None]
     mean_b = x_k + (g[:, :, None] * paths.u - sde.drift(x, t).reshape(k, n, d)) * h[:, :, None]
     log_b = _log_normal(x_next, mean_b, g ** 2 * h)
-    lab_step = (sde.log_alpha_bar(paths.t[:-1]) - sde.log_alpha_bar(paths.t[1:]))[:, None]
-    log_f = _log_normal(x_k, torch.exp(lab_step / 2)[:, :, None] * x_next, -torch.expm1(lab_step))
+    alpha_ts, sigma2_ts = (c[:, None] for c in sde.transition(paths.t[:-1], paths.t[1:]))
+    log_f = _log_normal(x_k, alpha_ts[:, :, None] * x_next, sigma2_ts)
     return log_target(paths.x[-1]) - sde.prior_logp(paths.x[0]) + (log_f - log_b).sum(0)
 
 

@@ -173,12 +173,19 @@ class VPSDE:
         t = _as_tensor(t, x0)
         return _batch_view(self.alpha(t), x0) * x0 + _batch_view(self.sigma(t), x0) * noise
 
+    def transition(self, t, s) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward kernel q(x_t | x_s) = N(alpha_{t|s} x_s, sigma_{t|s}^2 I) for s <= t:
+        ``alpha_{t|s} = alpha_t / alpha_s`` and ``sigma_{t|s}^2 = 1 - alpha_bar_t / alpha_bar_s``
+        (Kingma et al. 2021, App. A), the latter by expm1 so that close t, s lose nothing."""
+        lab = self.log_alpha_bar(t) - self.log_alpha_bar(s)
+        return torch.exp(0.5 * lab), -torch.expm1(lab)
+
     def ddpm_betas(self, n: int) -> torch.Tensor:
         """The N-step discretisation ``beta_i = 1 - alpha_bar(i/N) / alpha_bar((i-1)/N)`` (float64)."""
         if int(n) != n or n < 1:
             raise ValueError(f"n must be a positive integer; got {n!r}")
-        lab = self.log_alpha_bar(torch.linspace(0, 1, int(n) + 1, dtype=torch.float64))
-        return -torch.expm1(lab[1:] - lab[:-1])
+        t = torch.linspace(0, 1, int(n) + 1, dtype=torch.float64)
+        return self.transition(t[1:], t[:-1])[1]
 
     # --- the prior N(0, I) at t = 1 ------------------------------------------------------------
     def prior_sample(self, shape, *, generator: torch.Generator | None = None, device=None,

@@ -99,3 +99,17 @@ def test_bad_input_is_named():
         sg.VPSDE.from_ddpm_betas([0.1, 1.5])
     with pytest.raises(ValueError, match="n must be a positive integer"):
         sg.VPSDE().ddpm_betas(0)
+
+
+@pytest.mark.parametrize("sde", SDES, ids=lambda s: s.schedule)
+def test_transition_kernels_compose_to_the_marginal(sde):
+    """q(x_t | x_s) after q(x_s | x_0) is q(x_t | x_0): alpha_{t|s} alpha_s = alpha_t and
+    alpha_{t|s}^2 sigma_s^2 + sigma_{t|s}^2 = sigma_t^2, also for t - s at round-off scale."""
+    s = torch.linspace(0.01, 0.9, 37, dtype=torch.float64)
+    for t in (s + 0.05, s + 1e-9):
+        a_ts, v_ts = sde.transition(t, s)
+        assert torch.allclose(a_ts * sde.alpha(s), sde.alpha(t), rtol=1e-12)
+        assert torch.allclose(a_ts ** 2 * sde.sigma(s) ** 2 + v_ts, sde.sigma(t) ** 2, rtol=1e-10)
+        assert bool((v_ts > 0).all())
+    a_ts, v_ts = sde.transition(s + 1e-9, s)
+    assert torch.allclose(v_ts / 1e-9, sde.beta(s), rtol=1e-5)     # sigma_{t|s}^2 ~ beta dt

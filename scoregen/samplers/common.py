@@ -80,12 +80,9 @@ class Model:
 
 
 def transition(sde: VPSDE, t: torch.Tensor, s: torch.Tensor):
-    """alpha_t, sigma_t, alpha_s, sigma_s and q(x_t | x_s) = N(alpha_{t|s} x_s, sigma_{t|s}^2 I) for s < t,
-    alpha_{t|s} = alpha_t / alpha_s, sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2 (Kingma et al. 2021, App. A).
-    Float64 on the CPU: the difference loses nothing for close t, s."""
-    alpha_t, sigma_t, alpha_s, sigma_s = sde.alpha(t), sde.sigma(t), sde.alpha(s), sde.sigma(s)
-    alpha_ts = alpha_t / alpha_s
-    return alpha_t, sigma_t, alpha_s, sigma_s, alpha_ts, sigma_t ** 2 - alpha_ts ** 2 * sigma_s ** 2
+    """alpha_t, sigma_t, alpha_s, sigma_s and the kernel q(x_t | x_s): alpha_{t|s}, sigma_{t|s}^2
+    (``VPSDE.transition``), float64 on the CPU."""
+    return (sde.alpha(t), sde.sigma(t), sde.alpha(s), sde.sigma(s), *sde.transition(t, s))
 
 
 def discrete_grid(sde: VPSDE, grid: str, steps: int, t_min: float) -> tuple[torch.Tensor, torch.Tensor]:
