@@ -157,20 +157,6 @@ def _plan(samplers, steps, tols, quick: bool, is_image: bool) -> list[_Row]:
     return rows
 
 
-def _check_device(device) -> torch.device:
-    if device is None:
-        return resolve_device(None)
-    try:
-        device = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {device!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} but CUDA is not available here; use device='cpu'")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {str(device)!r}")
-    return device
-
-
 # --- models: the given checkpoint, the shipped one, the cached one, or train one ----------------------
 def _kind_of(data) -> str:
     return "digits" if data.name == "digits" else "image" if data.is_image else "vector"
@@ -457,7 +443,7 @@ def compare(dataset: str = "digits", *, samplers=None, steps=None, tols=None, n:
     _check_samplers(samplers)
     if grid not in GRIDS:
         raise ValueError(f"unknown grid {grid!r}; valid: {', '.join(GRIDS)}")
-    device = _check_device(device)
+    device = resolve_device(device)
     for name, value, low in (("n", n, 2), ("batch_size", batch_size, 2), ("threads", threads, 1)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
             raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from scoregen.cli import main
 
@@ -43,3 +44,12 @@ def test_likelihood_table_of_the_shipped_vae(tmp_path):
     assert iwae["bpd"] < elbo["bpd"] < np.log2(17) and iwae["bpd"] > 1.0 and iwae["nfe"] == 50
     with pytest.raises(SystemExit, match="--ckpt and/or --vae-ckpt"):
         main(["likelihood"])
+
+
+def test_every_command_names_a_bad_device(tmp_path):
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda:N'; got 'tpu'"):
+        main(["sample", str(SHIPPED / "digits.pt"), "--device", "tpu", "--out", str(tmp_path / "x.png")])
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available here"):
+            main(["likelihood", "--vae-ckpt", str(SHIPPED / "digits-vae.pt"), "--device", "cuda:0"])
+    assert not list(tmp_path.iterdir())
