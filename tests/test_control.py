@@ -1,6 +1,9 @@
 """scoregen.control against closed forms: the HJB (log Fokker-Planck) residual of the exact log p_t, the
 score as optimal control, the control-cost / KL bound for Gaussian data, and path-space log Z."""
+import importlib.util
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +24,7 @@ from scoregen.metrics import gaussian_kl, sliced_wasserstein
 
 F64 = torch.float64
 E1 = torch.tensor([1.0, 0.0], dtype=F64)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _normal(n, g, d=2):
@@ -184,3 +188,33 @@ def test_bad_input_raises():
         log_normalizer(torch.zeros(1))
     with pytest.raises(ValueError, match="single Gaussian"):
         gaussian_endpoint(mix, sde, torch.zeros(2), torch.eye(2))
+
+
+def _example():
+    path = ROOT / "examples" / "optimal_control_view.py"
+    spec = importlib.util.spec_from_file_location("optimal_control_view", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_pf_ode_check_runs_at_the_t_min_it_prints(capsys):
+    """The example's likelihood step starts the PF-ODE at the t_min it reports: with the exact p_1 the error
+    left is log p_{t_min} - log p_0 = O(sigma(t_min)^2), below 3e-4 nats at t_min = 1e-5 (about 2e-5 here)
+    and above 1e-3 at the package default 1e-3 (about 2e-3)."""
+    example, sde, mix = _example(), sg.VPSDE(), preset("gmm2d")
+    assert example.T_MIN == 1e-5
+    errors = {}
+    for t_min in (example.T_MIN, 1e-3):
+        out = example.pf_ode(sde, mix, torch.Generator().manual_seed(0), t_min=t_min, tol=1e-7)
+        assert out["t_min"] == t_min and f"t_min = {t_min:g}," in capsys.readouterr().out
+        errors[t_min] = out["max_abs_err_exact_p1"]
+    assert errors[example.T_MIN] < 3e-4 < 1e-3 < errors[1e-3]
+
+
+def test_saved_example_json_is_a_full_run_at_the_example_t_min():
+    """docs/figures/optimal_control.json (the README's numbers) comes from a full run of the current example."""
+    example = _example()
+    saved = json.loads((ROOT / "docs" / "figures" / "optimal_control.json").read_text())
+    assert saved["quick"] is False and saved["n"] == 4000 and saved["steps"] == 500
+    assert saved["pf_ode"]["t_min"] == example.T_MIN and saved["pf_ode"]["max_abs_err_exact_p1"] < 3e-4
