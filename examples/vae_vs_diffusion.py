@@ -97,7 +97,7 @@ def main():
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(panels), figsize=(2.4 * len(panels), 2.8))
     for ax, (title, x) in zip(axes, panels):
-        ax.imshow(tile(x, 6)[..., 0], cmap="gray", vmin=-1, vmax=1)
+        ax.imshow(tile(x[:36], 6)[..., 0], cmap="gray", vmin=-1, vmax=1)
         ax.set_title(title.replace(" (", "\n("), fontsize=8)
         ax.axis("off")
     args.figure.parent.mkdir(parents=True, exist_ok=True)

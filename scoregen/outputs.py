@@ -5,9 +5,11 @@ so an interrupted run leaves the previous file, or none, never half of one.
 """
 from __future__ import annotations
 
+import errno
 import io
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -15,40 +17,83 @@ from typing import Callable
 import torch
 
 
+def _new_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: 0o666 less the process umask."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_atomic(path, data: bytes | Callable) -> Path:
     """Write ``data`` (bytes, or a function ``write(file)``) to a unique temporary file beside ``path``,
-    flush it to disk, then ``os.replace`` it onto ``path``."""
+    flush it to disk, then ``os.replace`` it onto ``path``.
+
+    The file gets the mode a plain ``open(path, "w")`` would leave: an existing file's own, else 0o666
+    less the umask (``mkstemp``'s 0o600 would survive the replace). A failed write raises an OSError
+    that names ``path`` (not the temporary file) and leaves the previous file at ``path`` untouched.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else _new_file_mode()
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror}") from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data) if isinstance(data, bytes) else data(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
     finally:
         Path(tmp).unlink(missing_ok=True)
     return path
 
 
-def tile(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The first k^2 images [n, C, H, W] in [-1, 1], each in a 1-pixel frame of 0 (grey), as one image
-    [k (H + 2), k (W + 2), C]."""
-    x = torch.nn.functional.pad(x[:k * k].clamp(-1, 1), (1, 1, 1, 1), value=0.0)
+def check_writable(path, *, folder: bool = False) -> Path:
+    """Raise an OSError naming ``path`` unless it can be written (before any work is done): a file
+    (``folder=False``, replaced atomically, so its folder must take new files) or a folder of outputs.
+    Probes the nearest existing folder with a temporary file, so that read-only file systems, missing
+    permissions and a file in the way are all caught; creates nothing that stays."""
+    path = Path(path)
+    if path.is_dir() and not folder:
+        raise IsADirectoryError(errno.EISDIR, f"cannot write {path}: it is a folder; give a file name")
+    if path.exists() and folder and not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"cannot write into {path}: it exists and is not a folder")
+    parent = path if folder else path.parent
+    existing = next(p for p in (parent, *parent.parents) if p.exists())
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{existing} is not a folder")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
+    return path
+
+
+def tile(x: torch.Tensor, cols: int) -> torch.Tensor:
+    """Every image of ``x`` [n, C, H, W] in [-1, 1], each in a 1-pixel frame of 0 (grey), in rows of
+    ``cols``, as one image [rows (H + 2), cols (W + 2), C]; the last row is padded with grey."""
+    n, rows = x.shape[0], -(-x.shape[0] // cols)
+    x = torch.nn.functional.pad(x.clamp(-1, 1), (1, 1, 1, 1), value=0.0)
+    x = torch.cat([x, x.new_zeros((rows * cols - n, *x.shape[1:]))])
     c, h, w = x.shape[1:]
-    return x.reshape(k, k, c, h, w).permute(0, 3, 1, 4, 2).reshape(k * h, k * w, c)
+    return x.reshape(rows, cols, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, cols * w, c)
 
 
 def sample_png(x: torch.Tensor) -> bytes:
-    """A PNG of samples: a square grid of images [n, C, H, W] in [-1, 1], each tile in a grey frame and
-    pixels upscaled (nearest) to about 256 pixels a side, or a scatter of the first two coordinates of
+    """A PNG of samples: all n images [n, C, H, W] in [-1, 1] in a near-square grid (ceil(sqrt(n)) columns),
+    each tile in a grey frame and pixels upscaled (nearest) to about 256 pixels a side, or a scatter of the first two coordinates of
     points [n, d]."""
     x = x.detach().float().cpu()
     buf = io.BytesIO()
     if x.dim() == 4:
         from PIL import Image
-        grid = ((tile(x, math.isqrt(x.shape[0])) + 1) * 127.5).round().to(torch.uint8)
+        grid = ((tile(x, math.isqrt(x.shape[0] - 1) + 1) + 1) * 127.5).round().to(torch.uint8)
         (height, width, c), scale = grid.shape, max(1, 256 // grid.shape[0])
         img = Image.fromarray(grid.squeeze(-1).numpy() if c == 1 else grid.numpy())
         img.resize((width * scale, height * scale), Image.NEAREST).save(buf, format="png")
