@@ -8,6 +8,7 @@ import torch
 
 import scoregen.samplers as S
 from scoregen.data.gmm import gaussian, preset
+from scoregen.nets.vae import build_vae
 from scoregen.samplers.common import Model
 from scoregen.samplers.grids import GRIDS, tau_and_rate, time_grid
 from scoregen.samplers.ode import odeint_pf
@@ -297,13 +298,25 @@ def test_grids_are_their_closed_forms():
     (("ode", 10), {"solver": "dopri5"}, "steps does not apply to adaptive solver 'dopri5'"),
     (("ode", 10), {"solver": "rk4", "rtol": 1e-3}, "rtol applies to adaptive solvers"),
     (("sde", 10), {"dt": 0.01}, "give steps or dt, not both"),
-    (("ddim", 10), {"device": "meta", "generator": torch.Generator()},
-     "generator is on cpu but the model samples on meta"),
+    (("ddim", 10), {"device": "meta"}, "device must be 'cpu', 'cuda' or 'cuda:N'; got 'meta'"),
     (("ddim", 10), {"dtype": torch.int64}, "dtype must be a floating torch.dtype"),
+    (("ddim", 10), {"generator": 0}, "generator must be a torch.Generator or None; got 0"),
+    pytest.param(("ddim", 10), {"device": "cuda"}, "device='cuda' but CUDA is not available here",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here")),
 ])
 def test_bad_input_raises_a_named_error(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
         S.sample(GMM.eps_model(SDE), SDE, (8, 2), *args, **kwargs)
+
+
+def test_bad_sde_shape_and_model_kind_are_named():
+    with pytest.raises(ValueError, match="sde must be a VPSDE .*; got NoneType"):
+        S.sample(GMM.eps_model(SDE), None, (8, 2), "ddim", 10)
+    with pytest.raises(ValueError, match=r"shape must be \(batch, \*data_shape\) of positive integers; got 4"):
+        S.sample(GMM.eps_model(SDE), SDE, 4, "ddim", 10)
+    vae = build_vae(preset="digits")
+    with pytest.raises(ValueError, match="eps_model is a VAE: sample it with method='vae'"):
+        S.sample(vae, SDE, (2, 1, 8, 8), "ddim", 10)
 
 
 def test_bad_models_are_caught():

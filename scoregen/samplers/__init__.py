@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from ..nets.vae import sample_vae
+from ..nets.vae import VAE, sample_vae
 from ..sde import VPSDE
 from .common import Model, Recorder, Trajectory, model_device_dtype
 from .ddim import sample_ddim
@@ -137,6 +137,13 @@ def sample(eps_model, sde: VPSDE, shape, method: str, steps: int | None = None, 
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    if not isinstance(sde, VPSDE):
+        raise ValueError(f"sde must be a VPSDE (the one eps_model was trained with); got {type(sde).__name__}")
+    if method != "vae" and isinstance(eps_model, VAE):
+        raise ValueError(f"eps_model is a VAE: sample it with method='vae' (one decoder call); method {method!r} "
+                         "needs an eps-network")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None; got {generator!r}")
     if grid not in GRIDS:
         raise ValueError(f"unknown grid {grid!r}; valid: {', '.join(GRIDS)}")
     m = METHODS[method]
@@ -155,9 +162,10 @@ def sample(eps_model, sde: VPSDE, shape, method: str, steps: int | None = None, 
         opts["steps"] = int(steps)
     if m.resolve is not None:
         m.resolve(opts, given)
-    shape = tuple(shape)
-    if len(shape) < 1 or not all(isinstance(n, Integral) and n > 0 for n in shape):
+    if not isinstance(shape, (tuple, list, torch.Size)) or len(shape) < 1 \
+            or not all(isinstance(n, Integral) and n > 0 for n in shape):
         raise ValueError(f"shape must be (batch, *data_shape) of positive integers; got {shape!r}")
+    shape = tuple(shape)
     device, dtype = model_device_dtype(eps_model, device, dtype)
     if generator is not None and generator.device.type != device.type:
         raise ValueError(f"generator is on {generator.device} but the model samples on {device}; "

@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..devices import resolve_device
 from ..sde import VPSDE
 from .grids import time_grid
 
@@ -48,7 +49,7 @@ def model_device_dtype(eps_model, device=None, dtype=None) -> tuple[torch.device
     dtype = torch.float32 if dtype is None else dtype
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a floating torch.dtype (torch.float32, torch.float64, ...); got {dtype!r}")
-    return torch.empty(0, device="cpu" if device is None else device).device, dtype
+    return resolve_device("cpu" if device is None else device), dtype
 
 
 class Model:
