@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .devices import resolve_device
 from .nets import build_model
 from .outputs import write_atomic
 from .sde import VPSDE
@@ -23,6 +24,12 @@ VERSION = 1
 
 class CheckpointError(ValueError):
     """A file that is not a readable scoregen checkpoint."""
+
+
+# TrainConfig's annotations (strings, as ``from __future__ import annotations`` leaves them) -> JSON types
+_FIELD_TYPES = {"str": ((str,), "a string"), "dict": ((dict,), "an object"), "int": ((int,), "an integer"),
+                "float": ((float, int), "a number"), "bool": ((bool,), "true or false"),
+                "str | None": ((str, type(None)), "a string or null")}
 
 
 @dataclass
@@ -63,6 +70,10 @@ class TrainConfig:
     RESUMABLE = ("steps", "log_every", "sample_every", "ckpt_every", "out", "device")
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value, (allowed, what) = getattr(self, f.name), _FIELD_TYPES[f.type]
+            if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+                raise ValueError(f"config field {f.name!r} must be {what}; got {value!r} ({type(value).__name__})")
         positive = ("steps", "batch_size", "log_every")
         non_negative = ("warmup", "sample_every", "ckpt_every", "weight_decay", "grad_clip")
         for name in positive + non_negative:
@@ -84,27 +95,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        if not isinstance(d, dict):
+            raise ValueError(f"a training config must be a JSON object of TrainConfig fields; got a "
+                             f"{type(d).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(d) - set(names))
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; valid: {', '.join(names)}")
         return cls(**d)
-
-
-def resolve_device(device) -> torch.device:
-    """``device``, or CUDA when available and ``device`` is None, else CPU; anything but a CPU or an
-    available CUDA device is a ValueError that says so."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {device!r}") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {str(device)!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} but CUDA is not available here; use device='cpu'")
-    return device
 
 
 def save_checkpoint(state: dict, path) -> Path:
@@ -122,12 +120,16 @@ def read_checkpoint(path) -> dict:
     a foreign file (no format tag) or an unknown version.
     """
     path = Path(path)
+    if path.is_dir():
+        hint = f"; did you mean {path / 'ckpt.pt'}?" if (path / "ckpt.pt").is_file() else ""
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file{hint}")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch reports truncation and foreign pickles with many exception types
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {e}") from e
+        raise CheckpointError(f"{path} is not a readable checkpoint: truncated, corrupt or not written by "
+                              "torch.save") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a scoregen checkpoint (no format tag {FORMAT!r})")
     if ckpt.get("version") != VERSION:
@@ -147,6 +149,9 @@ def load_checkpoint(path, device=None) -> tuple[torch.nn.Module, VPSDE, TrainCon
 
 
 def export_ema(src, dst) -> Path:
-    """Write the EMA weights and config of checkpoint ``src`` alone to ``dst`` (a shippable checkpoint)."""
+    """Write the EMA weights and config of checkpoint ``src`` alone to ``dst`` (a shippable checkpoint).
+    ``dst`` must be another file: overwriting a training checkpoint would lose what ``--resume`` needs."""
+    if Path(dst).exists() and Path(src).exists() and Path(dst).samefile(src):
+        raise ValueError(f"export destination {dst} is the source checkpoint itself; choose another file")
     ckpt = read_checkpoint(src)
     return save_checkpoint({k: ckpt[k] for k in ("step", "config", "ema")}, dst)

@@ -1,10 +1,55 @@
 """The ``scoregen`` command. Each subcommand is an ``_add_X(subparsers)`` / ``_run_X(args)`` pair,
-registered in ``COMMANDS``; heavy imports happen inside ``_run_X`` so that ``--help`` is instant."""
+registered in ``COMMANDS``; heavy imports happen inside ``_run_X`` so that ``--help`` is instant.
+
+A user error (a bad argument, a missing or unreadable file, a destination that cannot be written) is one
+line on stderr, ``scoregen: error: <message>``, and exit status 2; a failure of the machine (a full disk)
+or of the run (a diverged loss) is one line and status 1; Ctrl-C is one line and status 130. ``--debug`` (or ``SCOREGEN_DEBUG=1``) shows
+the full traceback instead. Every destination is checked before any work is done.
+"""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
+import sys
 from pathlib import Path
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (no usage block), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _count(low: int):
+    """An argparse type: an integer >= ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}; got {text!r}")
+        return value
+    return parse
+
+
+def _add_dataset_options(p):
+    p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="data set loader option, e.g. mixture=ring8 or size=32 (repeatable)")
+    p.add_argument("--data-path", help="the folder or .npz file of --dataset folder|npz (the loader's path)")
+
+
+def dataset_options(args) -> dict:
+    """The loader options of ``--dataset-option KEY=VALUE ...`` and ``--data-path``."""
+    options = parse_options(args.dataset_option, "--dataset-option")
+    if args.data_path is not None:
+        if "path" in options:
+            raise ValueError("give the data path once: --data-path or --dataset-option path=...")
+        options["path"] = args.data_path
+    return options
 
 
 def _add_train(sub):
@@ -12,22 +57,25 @@ def _add_train(sub):
                        description="Train a model. Settings come from the defaults, then --config FILE, then "
                                    "(with --resume) the run's checkpoint, then the options given here.")
     p.add_argument("--dataset", help="data set name (default: digits)")
+    _add_dataset_options(p)
     p.add_argument("--out", help="run directory (default: runs/<dataset>)")
     p.add_argument("--config", type=Path, help="JSON file of TrainConfig fields, e.g. configs/digits.json")
     p.add_argument("--resume", action="store_true", help="continue from <out>/ckpt.pt")
     p.add_argument("--model", help="architecture: unet, mlp, ... (default: the data set's)")
     p.add_argument("--preset", help="model preset, e.g. digits, cifar32, small32, toy")
     p.add_argument("--schedule", choices=("linear", "cosine"), help="noise schedule (default: linear)")
-    for flag, type_, help_ in [("--steps", int, "total optimiser steps"), ("--batch-size", int, "batch size"),
-                               ("--lr", float, "peak AdamW learning rate"), ("--warmup", int, "linear warm-up steps"),
+    for flag, type_, help_ in [("--steps", _count(1), "total optimiser steps"),
+                               ("--batch-size", _count(1), "batch size"),
+                               ("--lr", float, "peak AdamW learning rate"), ("--warmup", _count(0), "linear warm-up steps"),
                                ("--ema-decay", float, "EMA decay"),
                                ("--grad-clip", float, "gradient-norm clip (0: off)"),
                                ("--t-min", float, "smallest training time"), ("--seed", int, "random seed"),
-                               ("--sample-every", int, "steps between sample grids (0: off)"),
-                               ("--ckpt-every", int, "steps between checkpoints (0: at the end only)")]:
+                               ("--sample-every", _count(0), "steps between sample grids (0: off)"),
+                               ("--ckpt-every", _count(0), "steps between checkpoints (0: at the end only)")]:
         p.add_argument(flag, type=type_, help=help_)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
 
 
 def train_config_from_args(args):
@@ -36,7 +84,13 @@ def train_config_from_args(args):
 
     fields = {}
     if args.config:
-        fields.update(json.loads(args.config.read_text()))
+        try:
+            fields = json.loads(args.config.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--config {args.config} is not valid JSON: {e}") from None
+        if not isinstance(fields, dict):
+            raise ValueError(f"--config {args.config} must hold a JSON object of TrainConfig fields; got a "
+                             f"{type(fields).__name__}")
     given = {name: getattr(args, name) for name in ("dataset", "steps", "batch_size", "lr", "warmup", "ema_decay",
                                                      "grad_clip", "t_min", "seed", "sample_every", "ckpt_every",
                                                      "device", "out")}
@@ -45,6 +99,8 @@ def train_config_from_args(args):
         given["model"] = {k: v for k, v in (("arch", args.model), ("preset", args.preset)) if v}
     if args.schedule:
         given["sde"] = {"schedule": args.schedule}
+    if args.dataset_option or args.data_path:
+        given["dataset_options"] = dataset_options(args)
     dataset = given.get("dataset", fields.get("dataset", TrainConfig.dataset))
     out = given.setdefault("out", fields.get("out", f"runs/{dataset}"))
     if args.resume:
@@ -65,12 +121,14 @@ def _add_export(sub):
     p = sub.add_parser("export", help="write a checkpoint's EMA weights and config alone (a shippable model)")
     p.add_argument("checkpoint", type=Path, help="training checkpoint, e.g. runs/digits/ckpt.pt")
     p.add_argument("dest", type=Path, help="output file, e.g. scoregen/checkpoints/digits.pt")
+    return p
 
 
 def _run_export(args):
     from .checkpoint import export_ema
+    from .outputs import check_writable
 
-    path = export_ema(args.checkpoint, args.dest)
+    path = export_ema(args.checkpoint, check_writable(args.dest))
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
@@ -81,25 +139,29 @@ def _add_sample(sub):
     p.add_argument("checkpoint", type=Path, nargs="?", help="e.g. runs/digits/ckpt.pt or scoregen/checkpoints/digits.pt")
     p.add_argument("--ckpt", type=Path, help="the checkpoint, as an option")
     p.add_argument("--method", default="ddim", help="ddpm, ddim, sde, ode or vae (default: ddim)")
-    p.add_argument("--steps", type=int, help="number of steps (default: the method's)")
+    p.add_argument("--steps", type=_count(1), help="number of steps (default: the method's)")
     p.add_argument("--grid", default="uniform", help="uniform, quadratic, log_snr or karras (default: uniform)")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="method option, e.g. -o eta=0.5 -o solver=dopri5 -o rtol=1e-4 (repeatable)")
-    p.add_argument("-n", "--n", type=int, default=64, help="number of samples (default: 64)")
+    p.add_argument("-n", "--n", type=_count(1), default=64, help="number of samples (default: 64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--out", type=Path, default=Path("samples.png"), help=".png (grid or scatter) or .npz")
+    return p
 
 
-def parse_options(items) -> dict:
-    """``["k=v", ...]`` -> ``{k: v}``, each value a Python literal where it parses as one, else a string."""
+def parse_options(items, flag: str = "-o/--option", reserved: dict | None = None) -> dict:
+    """``["k=v", ...]`` -> ``{k: v}``, each value a Python literal where it parses as one, else a string.
+    ``reserved`` maps keys that have a flag of their own to that flag (an error names it)."""
     import ast
 
     options = {}
     for item in items or ():
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"options must be KEY=VALUE; got {item!r}")
+            raise ValueError(f"{flag} takes KEY=VALUE; got {item!r}")
+        if key in (reserved or {}):
+            raise ValueError(f"{flag} {item}: {key} has its own option, {reserved[key]}")
         try:
             options[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -107,27 +169,45 @@ def parse_options(items) -> dict:
     return options
 
 
+# sample()'s own parameters, which -o must not set
+SAMPLE_FLAGS = {"steps": "--steps", "grid": "--grid", "method": "--method", "shape": "-n", "generator": "--seed",
+                "device": "--device", "dtype": "(the checkpoint's)", "return_trajectory": "(not a CLI option)"}
+
+
+def _load(path, device, *, vae: bool, flag: str):
+    """``(model, sde)`` of checkpoint ``path``, which must hold a VAE (``vae``) or an eps-network."""
+    from .checkpoint import load_checkpoint
+    from .nets.vae import VAE
+
+    model, sde, _ = load_checkpoint(path, device=device)
+    if isinstance(model, VAE) != vae:
+        what, use = ("a VAE", "--vae-ckpt / --method vae") if not vae else ("an eps-network", "--ckpt")
+        raise ValueError(f"{flag} {path} holds {what}, not {'a VAE' if vae else 'an eps-network'}; use it as {use}")
+    return model, sde
+
+
 def _run_sample(args):
     if args.checkpoint and args.ckpt:
-        raise SystemExit("give the checkpoint once: as an argument or as --ckpt")
+        raise ValueError("give the checkpoint once: as an argument or as --ckpt")
     args.checkpoint = args.checkpoint or args.ckpt
     if args.checkpoint is None:
         from .samplers import describe
         print(describe())
         return
     if args.out.suffix not in (".png", ".npz"):
-        raise SystemExit(f"--out must end in .png or .npz; got {args.out}")
+        raise ValueError(f"--out must end in .png or .npz; got {args.out}")
     import numpy as np
     import torch
 
-    from .checkpoint import load_checkpoint
-    from .outputs import sample_png, write_atomic
+    from .outputs import check_writable, sample_png, write_atomic
     from .samplers import sample
 
-    model, sde, _ = load_checkpoint(args.checkpoint, device=args.device)
+    options = parse_options(args.option, reserved=SAMPLE_FLAGS)
+    check_writable(args.out)
+    model, sde = _load(args.checkpoint, args.device, vae=args.method == "vae", flag="checkpoint")
     device = next(model.parameters()).device
     res = sample(model, sde, (args.n, *model.shape), args.method, args.steps, grid=args.grid,
-                 generator=torch.Generator(device).manual_seed(args.seed), **parse_options(args.option))
+                 generator=torch.Generator(device).manual_seed(args.seed), **options)
     if args.out.suffix == ".npz":
         write_atomic(args.out, lambda f: np.savez(f, x=res.x.float().cpu().numpy(), nfe=res.nfe,
                                                   options=json.dumps(res.options)))
@@ -143,33 +223,35 @@ def _add_likelihood(sub):
     p.add_argument("--ckpt", type=Path, help="eps-network checkpoint, e.g. scoregen/checkpoints/digits.pt")
     p.add_argument("--vae-ckpt", type=Path, help="VAE checkpoint, e.g. scoregen/checkpoints/digits-vae.pt")
     p.add_argument("--dataset", default="digits", help="data set name (default: digits)")
-    p.add_argument("--dataset-option", action="append", metavar="KEY=VALUE", help="loader option (repeatable)")
-    p.add_argument("-n", type=int, help="held-out points (default: all)")
+    _add_dataset_options(p)
+    p.add_argument("-n", type=_count(1), help="held-out points (default: all)")
     p.add_argument("--divergence", choices=("exact", "hutchinson"), default="hutchinson")
-    p.add_argument("--probes", type=int, default=1, help="Hutchinson probes per point (default: 1)")
+    p.add_argument("--probes", type=_count(1), default=1, help="Hutchinson probes per point (default: 1)")
     p.add_argument("--t-min", type=float, default=1e-3, help="where the PF-ODE starts (default: 1e-3)")
-    p.add_argument("--bound-steps", type=int, default=1000, help="K of the DDPM bound (default: 1000)")
-    p.add_argument("--sample-steps", type=int, help="importance-sample this many of the K steps (default: all)")
-    p.add_argument("--iwae-k", type=int, default=100, help="samples of the IWAE bound (default: 100)")
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--bound-steps", type=_count(2), default=1000, help="K of the DDPM bound (default: 1000)")
+    p.add_argument("--sample-steps", type=_count(1), help="importance-sample this many of the K steps (default: all)")
+    p.add_argument("--iwae-k", type=_count(1), default=100, help="samples of the IWAE bound (default: 100)")
+    p.add_argument("--batch-size", type=_count(1), default=512, help="points per solve or model call (default: 512)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--out", type=Path, help="write the rows as JSON here")
+    return p
 
 
 def _run_likelihood(args):
     if not (args.ckpt or args.vae_ckpt):
-        raise SystemExit("scoregen likelihood: give --ckpt and/or --vae-ckpt")
+        raise ValueError("give --ckpt and/or --vae-ckpt")
     import torch
 
-    from .checkpoint import load_checkpoint
     from .data import load_dataset
     from .likelihood import likelihood_table, markdown_table
-    from .outputs import write_atomic
+    from .outputs import check_writable, write_atomic
 
-    data = load_dataset(args.dataset, **parse_options(args.dataset_option))
-    model, sde = load_checkpoint(args.ckpt, device=args.device)[:2] if args.ckpt else (None, None)
-    vae = load_checkpoint(args.vae_ckpt, device=args.device)[0] if args.vae_ckpt else None
+    if args.out:
+        check_writable(args.out)
+    data = load_dataset(args.dataset, **dataset_options(args))
+    model, sde = _load(args.ckpt, args.device, vae=False, flag="--ckpt") if args.ckpt else (None, None)
+    vae = _load(args.vae_ckpt, args.device, vae=True, flag="--vae-ckpt")[0] if args.vae_ckpt else None
     device = next((model or vae).parameters()).device
     rows = likelihood_table(data.test[:args.n], levels=data.levels, eps_model=model, sde=sde, vae=vae,
                             divergence=args.divergence, probes=args.probes, t_min=args.t_min,
@@ -186,8 +268,7 @@ def _add_compare(sub):
                                    "NFE), measure each row against held-out data, write a table, a plot and "
                                    "sample grids. Missing models are trained once and cached.")
     p.add_argument("--dataset", default="digits", help="data set name (default: digits)")
-    p.add_argument("--dataset-option", action="append", metavar="KEY=VALUE",
-                   help="loader option, e.g. mixture=ring8 or path=faces/ (repeatable)")
+    _add_dataset_options(p)
     p.add_argument("--samplers", help="comma-separated sampler names (default: all)")
     p.add_argument("--steps", action="append", metavar="[SAMPLER=]N,N,...",
                    help="step counts for every fixed-step sampler, or per sampler (repeatable)")
@@ -207,6 +288,7 @@ def _add_compare(sub):
     p.add_argument("--inception-path", type=Path, help="Inception weights on disk (TorchScript inception-2015-12-05.pt "
                                                        "or a torchvision state dict): standard FID/KID")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
 
 
 def _run_compare(args):
@@ -216,7 +298,7 @@ def _run_compare(args):
                    steps=parse_steps(args.steps), tols=parse_steps([args.tols]) if args.tols else None,
                    n=args.n, device=args.device, seed=args.seed, out=args.out, quick=args.quick,
                    checkpoint=args.checkpoint, vae_checkpoint=args.vae_checkpoint,
-                   dataset_options=parse_options(args.dataset_option), grid=args.grid, grid_nfe=args.grid_nfe,
+                   dataset_options=dataset_options(args), grid=args.grid, grid_nfe=args.grid_nfe,
                    batch_size=args.batch_size, cache_dir=args.cache_dir, threads=args.threads,
                    inception_path=args.inception_path, progress=not args.no_progress)
     print(markdown_table(rows), end="")
@@ -228,10 +310,33 @@ COMMANDS = {"train": (_add_train, _run_train), "export": (_add_export, _run_expo
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="scoregen",
-                                     description="Continuous-time diffusion models: train, sample, compare.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for add, _ in COMMANDS.values():
-        add(sub)
+    """The ``scoregen`` command (see the module docstring for its errors and exit statuses)."""
+    from .train import Interrupted
+
+    parser = _Parser(prog="scoregen", description="Continuous-time diffusion models: train, sample, compare.")
+    debug = dict(action="store_true", help="show full tracebacks (also SCOREGEN_DEBUG=1)")
+    parser.add_argument("--debug", **debug)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add, _ in COMMANDS.values():  # before or after the command; SUPPRESS keeps a leading --debug
+        add(sub).add_argument("--debug", default=argparse.SUPPRESS, **debug)
     args = parser.parse_args(argv)
-    COMMANDS[args.command][1](args)
+    if args.debug or os.environ.get("SCOREGEN_DEBUG", "") not in ("", "0"):
+        return COMMANDS[args.command][1](args)
+    try:
+        COMMANDS[args.command][1](args)
+    except KeyboardInterrupt as e:  # training's Interrupted says where its checkpoint is
+        print(f"scoregen: {e if isinstance(e, Interrupted) else 'interrupted'}", file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, OSError, FloatingPointError) as e:
+        print(f"scoregen: error: {_message(e)}", file=sys.stderr)
+        # 2: the user's input (arguments, files, destinations; CheckpointError is a ValueError);
+        # 1: the machine (a full disk, an I/O error) or the run (a diverged loss)
+        sys.exit(1 if isinstance(e, FloatingPointError) or getattr(e, "errno", None) in MACHINE_ERRNOS else 2)
+
+
+MACHINE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+
+
+def _message(e: Exception) -> str:
+    """The exception's message, without the ``[Errno N]`` that ``str`` puts before an OSError's own text."""
+    return e.strerror if isinstance(e, OSError) and e.strerror and e.filename is None else str(e)

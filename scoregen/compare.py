@@ -18,7 +18,9 @@ of the held-out split (training items, or fresh draws for synthetic data): the b
 
 NFE is counted, not assumed: adaptive solvers report what they used. Wall time is sampling alone.
 Outputs (``compare.json``, ``compare.csv``, ``compare.md``, ``quality_vs_nfe.png``, ``samples_<sampler>.png``)
-are written only after every row is measured, each to a temporary file then ``os.replace``-d.
+are written only after every row is measured, each to a temporary file then ``os.replace``-d; the folder
+is checked to be writable before any work, and sample pictures of samplers that an earlier run into the
+same folder had, but this one has not, are removed, so the folder holds one run.
 """
 from __future__ import annotations
 
@@ -36,14 +38,15 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import TrainConfig, load_checkpoint, read_checkpoint, resolve_device
+from .checkpoint import TrainConfig, load_checkpoint, read_checkpoint
+from .devices import resolve_device
 from .data import load_dataset
 from .features import FeatureNet, InceptionFeatures, default_cache_dir
 from .metrics import floor, frechet_distance, image_metrics, sample_metrics
 from .nets import PRESETS
 from .nets.vae import PRESETS as VAE_PRESETS
 from .nets.vae import VAE
-from .outputs import sample_png, write_atomic
+from .outputs import check_writable, sample_png, write_atomic
 from .samplers import GRIDS, sample
 from .samplers.ode import ADAPTIVE
 from .train import train
@@ -454,9 +457,7 @@ def compare(dataset: str = "digits", *, samplers=None, steps=None, tols=None, n:
     if is_image and n > data.train.shape[0]:
         raise ValueError(f"n must be at most {data.train.shape[0]} for {data.name}: the data floor compares "
                          f"n training items with the held-out split; got {n}")
-    out = Path(out) if out is not None else Path("results") / data.name
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out={str(out)!r} exists and is not a folder")
+    out = check_writable(Path(out) if out is not None else Path("results") / data.name, folder=True)
     if vae_checkpoint is not None and not any(r.sweep.method == "vae" for r in rows):
         raise ValueError("vae_checkpoint given but 'vae' is not in the sweep")
     if not (isinstance(grid_nfe, (int, float)) and grid_nfe > 0):
@@ -503,6 +504,8 @@ def _write_outputs(out: Path, summary: dict, rows: list[_Row], kept: dict, grid_
     out.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
         write_atomic(out / name, content)
+    for stale in set(out.glob("samples_*.png")) - {out / name for name in files}:  # an earlier run's samplers
+        stale.unlink()
     if progress:
         print(f"wrote {', '.join(files)} to {out} ({summary['wall_s_total']:.0f} s)", file=sys.stderr)
 

@@ -13,16 +13,21 @@ import copy
 import dataclasses
 import json
 import math
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
 
-from .checkpoint import TrainConfig, read_checkpoint, resolve_device, save_checkpoint
+from .checkpoint import TrainConfig, read_checkpoint, save_checkpoint
+from .devices import resolve_device
 from .data import load_dataset
 from .nets import PRESETS, build_model
+from .nets.unet import layout_for
 from .outputs import sample_png, write_atomic
 from .sde import VPSDE
 
@@ -50,16 +55,19 @@ def model_config_for(model: dict, dataset: str, shape: tuple[int, ...]) -> dict:
 
     ``{}`` becomes the preset named after the data set if there is one, else a U-Net (images) or an MLP
     (vectors). Without a preset, a U-Net or MLP gets its size (``in_channels`` and ``image_size``, or
-    ``dim``) from ``shape``; a bare ``{"arch": name}`` of another arch (one with presets of its own, the
-    VAE) gets the preset named after the data set.
+    ``dim``) from ``shape``, and a U-Net the levels and attention resolutions that exist at that size
+    (``unet.layout_for``) unless given; a bare ``{"arch": name}`` of another arch (one with presets of its
+    own, the VAE) gets the preset named after the data set.
     """
     if not model:
         model = {"preset": dataset} if dataset in PRESETS else {"arch": "unet" if len(shape) == 3 else "mlp"}
-    size = {"unet": {"in_channels": shape[0], "image_size": shape[-1]}, "mlp": {"dim": shape[0]}}
     if "preset" in model:
         return dict(model)
-    if model.get("arch") in size:
-        return {**size[model["arch"]], **model}
+    if model.get("arch") == "unet":
+        layout = layout_for(shape[-1], model.get("ch_mult"))
+        return {"in_channels": shape[0], "image_size": shape[-1], **layout, **model}
+    if model.get("arch") == "mlp":
+        return {"dim": shape[0], **model}
     return {**model, "preset": dataset} if set(model) == {"arch"} else dict(model)
 
 
@@ -102,10 +110,39 @@ def save_samples(model, sde: VPSDE, shape: tuple[int, ...], path, *, seed: int =
 
 
 def _truncate_log(path: Path, step: int):
-    """Drop the log lines written after ``step`` (by a run that crashed after its last checkpoint)."""
+    """Drop the log lines written after ``step`` (by a run that crashed after its last checkpoint), and
+    a partial last line (a run killed while writing it)."""
     if path.exists():
-        lines = [ln for ln in path.read_text().splitlines() if json.loads(ln)["step"] <= step]
-        path.write_text("".join(ln + "\n" for ln in lines))
+        lines = path.read_text().splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            lines.pop()
+        write_atomic(path, "".join(ln for ln in lines if json.loads(ln)["step"] <= step).encode())
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C (SIGINT) at a step boundary, after saving a checkpoint there."""
+
+
+@contextmanager
+def _sigint_at_step_end():
+    """While training, Ctrl-C sets ``flag["set"]`` (the loop saves a checkpoint at the end of the step and
+    raises ``Interrupted``); a second Ctrl-C interrupts at once. Only the main thread can take signals:
+    elsewhere Ctrl-C behaves as usual."""
+    flag = {"set": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["set"]:
+            raise KeyboardInterrupt
+        flag["set"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass
@@ -144,6 +181,7 @@ def train(config: TrainConfig, *, resume: bool = False, rank: int | None = None,
     initial weights are drawn after ``torch.manual_seed(seed)``; the generator and the global RNG
     (dropout) are then seeded with ``seed * world_size + rank``. Raises FloatingPointError naming the step
     when the loss or gradient stops being finite; the last checkpoint written before is left intact.
+    Ctrl-C (SIGINT, main thread) finishes the step, saves a checkpoint and raises ``Interrupted``.
     """
     from tqdm.auto import tqdm
 
@@ -155,6 +193,9 @@ def train(config: TrainConfig, *, resume: bool = False, rank: int | None = None,
     if resume:
         saved = read_checkpoint(ckpt_path)
         _check_resumable(saved["config"], config)
+        if saved["step"] > config.steps:
+            raise ValueError(f"cannot resume to steps={config.steps}: {ckpt_path} is already at step "
+                             f"{saved['step']}; give steps > {saved['step']} (--steps) to train on")
     elif ckpt_path.exists():
         raise FileExistsError(f"{ckpt_path} exists: pass resume=True (--resume) or choose another out dir")
 
@@ -170,7 +211,7 @@ def train(config: TrainConfig, *, resume: bool = False, rank: int | None = None,
     loss_fn = getattr(model, "loss", None) or partial(denoising_loss, model, sde=sde, t_min=config.t_min)
     if writer:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        write_atomic(out / "config.json", (json.dumps(config.to_dict(), indent=2) + "\n").encode())
         _truncate_log(log_path, state.step)
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda")
@@ -179,44 +220,50 @@ def train(config: TrainConfig, *, resume: bool = False, rank: int | None = None,
     loss_sum, n_sum, loss = torch.zeros((), device=device), 0, None
     bar = tqdm(total=config.steps, initial=state.step, disable=not (progress and writer), dynamic_ncols=True)
     t_last, step_last = time.perf_counter(), state.step
-    while state.step < config.steps:
-        for group in opt.param_groups:
-            group["lr"] = config.lr * min(1.0, (state.step + 1) / max(config.warmup, 1))
-        idx = torch.randint(x_train.shape[0], (config.batch_size,), generator=state.generator, device=device)
-        with autocast:
-            batch_loss = loss_fn(x_train[idx], generator=state.generator)
-        opt.zero_grad(set_to_none=True)
-        batch_loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        opt.step()
-        _update_ema(ema, model, min(config.ema_decay, (1 + state.step) / (10 + state.step)))
-        state.step += 1
-        step, last = state.step, state.step == config.steps
-        bar.update(1)
-        finite = torch.isfinite(batch_loss.detach()) & torch.isfinite(grad_norm)
-        first_bad = torch.where(~finite & (first_bad < 0), step, first_bad)
-        loss_sum += batch_loss.detach()
-        n_sum += 1
-        do_ckpt = last or (config.ckpt_every and step % config.ckpt_every == 0)
-        if not (do_ckpt or step % config.log_every == 0):
-            continue
-        if first_bad >= 0:
-            bar.close()
-            raise FloatingPointError(f"loss or gradient is not finite at step {int(first_bad)}; the last good "
-                                     f"checkpoint, if one was written, is {ckpt_path}")
-        loss = float(loss_sum) / n_sum
-        rate = (step - step_last) / (time.perf_counter() - t_last)
-        loss_sum.zero_()
-        n_sum, step_last = 0, step
-        bar.set_postfix(loss=f"{loss:.4f}")
-        if writer:
-            with open(log_path, "a") as f:
-                f.write(json.dumps({"step": step, "loss": loss, "lr": opt.param_groups[0]["lr"],
-                                    "grad_norm": float(grad_norm), "steps_per_s": rate}) + "\n")
-            if do_ckpt:
-                save_checkpoint({"config": config.to_dict(), **state.state_dict()}, ckpt_path)
-            if config.sample_every and (step % config.sample_every == 0 or last):
-                save_samples(ema, sde, data.shape, out / f"samples_{step:07d}.png", seed=config.seed)
-        t_last = time.perf_counter()  # steps/s counts training steps only
-    bar.close()
+    with _sigint_at_step_end() as stop:
+        while state.step < config.steps:
+            for group in opt.param_groups:
+                group["lr"] = config.lr * min(1.0, (state.step + 1) / max(config.warmup, 1))
+            idx = torch.randint(x_train.shape[0], (config.batch_size,), generator=state.generator, device=device)
+            with autocast:
+                batch_loss = loss_fn(x_train[idx], generator=state.generator)
+            opt.zero_grad(set_to_none=True)
+            batch_loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            opt.step()
+            _update_ema(ema, model, min(config.ema_decay, (1 + state.step) / (10 + state.step)))
+            state.step += 1
+            step, last = state.step, state.step == config.steps
+            bar.update(1)
+            finite = torch.isfinite(batch_loss.detach()) & torch.isfinite(grad_norm)
+            first_bad = torch.where(~finite & (first_bad < 0), step, first_bad)
+            loss_sum += batch_loss.detach()
+            n_sum += 1
+            interrupted = stop["set"]
+            do_ckpt = last or interrupted or (config.ckpt_every and step % config.ckpt_every == 0)
+            if not (do_ckpt or step % config.log_every == 0):
+                continue
+            if first_bad >= 0:
+                bar.close()
+                raise FloatingPointError(f"loss or gradient is not finite at step {int(first_bad)}; the last good "
+                                         f"checkpoint, if one was written, is {ckpt_path}")
+            loss = float(loss_sum) / n_sum
+            rate = (step - step_last) / (time.perf_counter() - t_last)
+            loss_sum.zero_()
+            n_sum, step_last = 0, step
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if writer:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps({"step": step, "loss": loss, "lr": opt.param_groups[0]["lr"],
+                                        "grad_norm": float(grad_norm), "steps_per_s": rate}) + "\n")
+                if do_ckpt:
+                    save_checkpoint({"config": config.to_dict(), **state.state_dict()}, ckpt_path)
+                if config.sample_every and (step % config.sample_every == 0 or last):
+                    save_samples(ema, sde, data.shape, out / f"samples_{step:07d}.png", seed=config.seed)
+            if interrupted and not last:
+                bar.close()
+                raise Interrupted(f"interrupted at step {step}" + (f"; checkpoint {ckpt_path}, continue with --resume"
+                                                                   if writer else ""))
+            t_last = time.perf_counter()  # steps/s counts training steps only
+        bar.close()
     return TrainResult(model, ema, state.step, loss)

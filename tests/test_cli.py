@@ -1,5 +1,8 @@
 """The `scoregen sample` and `scoregen likelihood` commands on the shipped digits models."""
+import errno
 import json
+import os
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -25,16 +28,6 @@ def test_sample_writes_npz_with_the_counted_nfe_and_png(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz", "x.png"]  # no temporary files left
 
 
-def test_sample_option_errors_are_named(tmp_path):
-    with pytest.raises(ValueError, match="eta.*do not belong to method 'ode'"):
-        main(["sample", str(SHIPPED / "digits.pt"), "--method", "ode", "-o", "eta=0.5", "--device", "cpu",
-              "--out", str(tmp_path / "x.png")])
-    with pytest.raises(SystemExit, match="KEY=VALUE"):
-        main(["sample", str(SHIPPED / "digits.pt"), "-o", "eta", "--out", str(tmp_path / "x.png")])
-    with pytest.raises(SystemExit, match=r"\.png or \.npz"):
-        main(["sample", str(SHIPPED / "digits.pt"), "--out", str(tmp_path / "x.jpg")])
-
-
 def test_likelihood_table_of_the_shipped_vae(tmp_path):
     main(["likelihood", "--vae-ckpt", str(SHIPPED / "digits-vae.pt"), "-n", "32", "--iwae-k", "50",
           "--device", "cpu", "--out", str(tmp_path / "ll.json")])
@@ -42,14 +35,94 @@ def test_likelihood_table_of_the_shipped_vae(tmp_path):
     elbo, iwae = rows["ELBO"], rows["IWAE (k=50)"]
     # IWAE is the tighter bound; both lie between a good model and uniform over the 17 levels (4.087)
     assert iwae["bpd"] < elbo["bpd"] < np.log2(17) and iwae["bpd"] > 1.0 and iwae["nfe"] == 50
-    with pytest.raises(SystemExit, match="--ckpt and/or --vae-ckpt"):
-        main(["likelihood"])
 
 
-def test_every_command_names_a_bad_device(tmp_path):
-    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda:N'; got 'tpu'"):
-        main(["sample", str(SHIPPED / "digits.pt"), "--device", "tpu", "--out", str(tmp_path / "x.png")])
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA is not available here"):
-            main(["likelihood", "--vae-ckpt", str(SHIPPED / "digits-vae.pt"), "--device", "cuda:0"])
+def error_of(argv, capsys, status=2) -> str:
+    """Run the command, expect it to fail with ``status`` and one line on stderr; return that line."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == status and err.count("\n") == 1, err
+    return err.strip()
+
+
+DIGITS, VAE = str(SHIPPED / "digits.pt"), str(SHIPPED / "digits-vae.pt")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sample", DIGITS, "--device", "tpu"], "device must be 'cpu', 'cuda' or 'cuda:N'; got 'tpu'"),
+    (["sample", DIGITS, "--method", "ode", "-o", "eta=0.5"], "eta do not belong to method 'ode'"),
+    (["sample", DIGITS, "-o", "eta"], "-o/--option takes KEY=VALUE; got 'eta'"),
+    (["sample", DIGITS, "-o", "steps=7"], "-o/--option steps=7: steps has its own option, --steps"),
+    (["sample", DIGITS, "--out", "x.jpg"], r"--out must end in .png or .npz; got x.jpg"),
+    (["sample", DIGITS, "-n", "0"], "argument -n/--n: must be an integer >= 1; got '0'"),
+    (["sample", VAE, "--method", "ddim"], "checkpoint .*digits-vae.pt holds a VAE, not an eps-network; use it as "
+                                          "--vae-ckpt / --method vae"),
+    (["sample", str(SHIPPED)], "checkpoints is a folder, not a checkpoint file"),
+    (["sample", "missing.pt"], "no checkpoint at missing.pt"),
+    (["likelihood"], "give --ckpt and/or --vae-ckpt"),
+    (["likelihood", "--vae-ckpt", DIGITS], "--vae-ckpt .*digits.pt holds an eps-network, not a VAE; use it as --ckpt"),
+    (["likelihood", "--ckpt", VAE], "--ckpt .*digits-vae.pt holds a VAE, not an eps-network"),
+    (["likelihood", "--vae-ckpt", VAE, "-n", "-1"], "argument -n: must be an integer >= 1; got '-1'"),
+    (["likelihood", "--vae-ckpt", VAE, "--batch-size", "0"], "argument --batch-size: must be an integer >= 1"),
+    (["train", "--steps", "ten"], "argument --steps: must be an integer >= 1; got 'ten'"),
+    (["compare", "--samplers", "ddpm,gan", "--quick"], "unknown sampler.*'gan'"),
+])
+def test_user_errors_are_one_line_and_write_nothing(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    out = [] if argv[0] in ("train", "compare") or "--out" in argv else ["--out", "x.png"]
+    err = error_of(argv + (["--device", "cpu"] if "--device" not in argv else []) + out, capsys)
+    assert err.startswith(("scoregen: error: ", f"scoregen {argv[0]}: error: ")) and re.search(message, err), err
+    assert not list(tmp_path.iterdir())
+
+
+def test_debug_shows_the_traceback(capsys):
+    with pytest.raises(ValueError, match="give --ckpt and/or --vae-ckpt"):
+        main(["likelihood", "--debug"])
+    with pytest.raises(ValueError, match="give --ckpt and/or --vae-ckpt"):
+        main(["--debug", "likelihood"])
+
+
+def test_bad_files_are_named_in_one_line(tmp_path, capsys):
+    (tmp_path / "random.pt").write_bytes(bytes(range(256)) * 8)
+    err = error_of(["sample", str(tmp_path / "random.pt"), "--out", str(tmp_path / "x.png")], capsys)
+    assert err == f"scoregen: error: {tmp_path / 'random.pt'} is not a readable checkpoint: truncated, corrupt " \
+                  "or not written by torch.save"
+    (tmp_path / "config.json").write_text("[1, 2]")
+    err = error_of(["train", "--config", str(tmp_path / "config.json")], capsys)
+    assert err.endswith("must hold a JSON object of TrainConfig fields; got a list")
+    (tmp_path / "config.json").write_text('{"steps": "10"}')
+    err = error_of(["train", "--config", str(tmp_path / "config.json"), "--out", str(tmp_path / "run")], capsys)
+    assert err == "scoregen: error: config field 'steps' must be an integer; got '10' (str)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "random.pt"]
+
+
+def test_export_refuses_to_overwrite_its_source(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt.pt"
+    ckpt.write_bytes((SHIPPED / "digits.pt").read_bytes())
+    err = error_of(["export", str(ckpt), str(tmp_path / "." / "ckpt.pt")], capsys)
+    assert err.endswith("is the source checkpoint itself; choose another file")
+    assert ckpt.read_bytes() == (SHIPPED / "digits.pt").read_bytes()
+
+
+@pytest.mark.parametrize("argv", [["sample", "missing.pt", "--out"], ["likelihood", "--ckpt", "missing.pt", "--out"],
+                                  ["compare", "--dataset", "gmm", "--quick", "--out"]])
+def test_an_unwritable_destination_fails_before_any_work(tmp_path, capsys, argv):
+    """The destination is checked first: a missing checkpoint is not even looked at."""
+    (tmp_path / "file").write_text("")
+    dest = tmp_path / "file" / ("res" if argv[0] == "compare" else "x.png" if argv[0] == "sample" else "ll.json")
+    err = error_of(argv + [str(dest), "--device", "cpu"], capsys)
+    assert err.startswith(f"scoregen: error: cannot write {dest}")
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    from scoregen import outputs
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(outputs.os, "fsync", full_disk)
+    err = error_of(["sample", DIGITS, "--steps", "2", "-n", "2", "--device", "cpu", "--out", str(tmp_path / "x.png")],
+                   capsys, status=1)
+    assert err == f"scoregen: error: cannot write {tmp_path / 'x.png'}: No space left on device"
     assert not list(tmp_path.iterdir())

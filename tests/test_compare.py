@@ -129,6 +129,19 @@ def test_failure_mid_sweep_leaves_previous_results_untouched(tmp_path, monkeypat
     assert (out / "compare.json").read_text() == "old"
 
 
+def test_a_second_run_into_the_same_folder_leaves_only_its_own_pictures(tmp_path):
+    out, path = tmp_path / "out", _checkpoint(tmp_path / "ckpt.pt")
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")  # not a picture of compare's: kept
+    run = dict(checkpoint=path, steps=[2], n=50, out=out, progress=False)
+    compare("gmm", samplers=["ddpm", "ddim"], **run)
+    assert {p.name for p in out.glob("samples_*")} == {"samples_ddpm.png", "samples_ddim.png"}
+    compare("gmm", samplers=["ddim"], **run)
+    assert {p.name for p in out.glob("samples_*")} == {"samples_ddim.png"}
+    assert [r["sampler"] for r in json.loads((out / "compare.json").read_text())["rows"]] == ["data floor", "ddim"]
+    assert (out / "notes.txt").read_text() == "mine"
+
+
 def test_parse_steps():
     assert parse_steps(None) is None
     assert parse_steps(["10,20"]) == [10, 20]

@@ -1,6 +1,7 @@
 """The training loop against closed forms: bit-exact resume, checkpoint errors, NaN stop, the Gaussian's eps."""
 import json
 import pickle
+import signal
 
 import numpy as np
 import pytest
@@ -10,9 +11,9 @@ from scoregen.checkpoint import (CheckpointError, TrainConfig, export_ema, load_
                                  save_checkpoint)
 from scoregen.cli import main
 from scoregen.data import load_dataset
-from scoregen.nets import ARCHS, MLP
+from scoregen.nets import ARCHS, MLP, build_model
 from scoregen.sde import VPSDE
-from scoregen.train import train
+from scoregen.train import Interrupted, model_config_for, train
 
 GAUSS = {"mixture": "gauss2d", "n_train": 2048, "n_test": 16}
 
@@ -26,7 +27,7 @@ def config(out, **kw):
 
 class Faulty(MLP):
     """An MLP with dropout (drawing on the global RNG) whose ``fail_at``-th training forward raises
-    KeyboardInterrupt (a kill) or returns NaN."""
+    KeyboardInterrupt (a kill), sends the process SIGINT (Ctrl-C) or returns NaN."""
 
     def __init__(self, fail_at: int = 0, mode: str = "", **kw):
         super().__init__(**kw)
@@ -36,6 +37,8 @@ class Faulty(MLP):
         self.calls += self.training
         if self.calls == self.fail_at and self.mode == "interrupt":
             raise KeyboardInterrupt
+        if self.calls == self.fail_at and self.mode == "ctrl-c":
+            signal.raise_signal(signal.SIGINT)
         eps = torch.nn.functional.dropout(super().forward(x, t), 0.2, self.training)
         return eps * float("nan") if self.calls == self.fail_at and self.mode == "nan" else eps
 
@@ -84,6 +87,47 @@ def test_killed_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     assert losses(tmp_path / "straight") == losses(tmp_path / "resumed") and len(losses(tmp_path / "resumed")) == 12
 
 
+def test_ctrl_c_saves_at_the_step_boundary_and_resumes_bit_exactly(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during step 7 (checkpoints every 4): the step finishes, a checkpoint at 7 is written, the
+    command says so in one line (status 130); resumed, the run equals an uninterrupted one."""
+    monkeypatch.setitem(ARCHS, "flaky", faulty())
+    model = {"arch": "flaky", "dim": 2, "hidden": 32, "depth": 2}
+    train(config(tmp_path / "straight", model=model), progress=False)
+    monkeypatch.setitem(ARCHS, "flaky", faulty(7, "ctrl-c"))
+    with pytest.raises(Interrupted, match="interrupted at step 7; checkpoint .*ckpt.pt, continue with --resume"):
+        train(config(tmp_path / "resumed", model=model), progress=False)
+    assert read_checkpoint(tmp_path / "resumed" / "ckpt.pt")["step"] == 7
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    monkeypatch.setitem(ARCHS, "flaky", faulty())
+    train(config(tmp_path / "resumed", model=model), resume=True, progress=False)
+    assert_same_state(*(read_checkpoint(tmp_path / run / "ckpt.pt") for run in ("straight", "resumed")))
+    assert losses(tmp_path / "straight") == losses(tmp_path / "resumed")
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(config(tmp_path / "cli", model=model).to_dict()))
+    monkeypatch.setitem(ARCHS, "flaky", faulty(3, "ctrl-c"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--config", str(cfg), "--no-progress"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 130 and err.count("\n") == 1 and err.startswith("scoregen: interrupted at step 3")
+
+
+def test_resume_refuses_fewer_steps_and_drops_a_partial_log_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(config(out, steps=8), progress=False)
+    saved_config = (out / "config.json").read_text()
+    with pytest.raises(ValueError, match="cannot resume to steps=5: .* already at step 8; give steps > 8"):
+        train(config(out, steps=5), resume=True, progress=False)
+    assert (out / "config.json").read_text() == saved_config
+    with (out / "log.jsonl").open("a") as f:
+        f.write('{"step": 9, "lo')  # a run killed while writing its log
+    train(config(out, steps=10), resume=True, progress=False)
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == list(range(1, 11))
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--out", str(out), "--resume", "--steps", "5", "--no-progress"])
+    assert exit_.value.code == 2 and capsys.readouterr().err.startswith("scoregen: error: cannot resume to steps=5")
+
+
 def test_cli_resume_extends_a_run(tmp_path):
     """`scoregen train` then `--resume --steps 8` continues the saved config; settings other than the
     step budget and cadence cannot change on resume."""
@@ -96,7 +140,7 @@ def test_cli_resume_extends_a_run(tmp_path):
     assert ckpt["step"] == 8 and ckpt["config"]["lr"] == 1e-2 and ckpt["config"]["model"]["dim"] == 2
     assert json.loads((out / "config.json").read_text())["steps"] == 8
     with pytest.raises(ValueError, match="cannot resume: seed"):
-        main(["train", "--out", str(out), "--resume", "--steps", "9", "--seed", "1", "--no-progress"])
+        main(["train", "--out", str(out), "--resume", "--steps", "9", "--seed", "1", "--no-progress", "--debug"])
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -145,6 +189,35 @@ def test_config_errors():
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="device must be"):
         TrainConfig(device="tpu")
+    with pytest.raises(ValueError, match="config field 'steps' must be an integer; got '10' \\(str\\)"):
+        TrainConfig.from_dict({"steps": "10"})
+    with pytest.raises(ValueError, match="config field 'amp' must be true or false; got 1"):
+        TrainConfig.from_dict({"amp": 1})
+    with pytest.raises(ValueError, match="must be a JSON object of TrainConfig fields; got a list"):
+        TrainConfig.from_dict([1])
+    assert TrainConfig.from_dict({"lr": 1}).lr == 1  # JSON has one number type
+
+
+@pytest.mark.parametrize("size, levels, attn", [(4, 3, 4), (8, 4, 8), (28, 3, 14), (32, 4, 16), (64, 4, 16)])
+def test_the_default_unet_fits_any_image_size(size, levels, attn):
+    config = model_config_for({}, "npz-x", (1, size, size))
+    assert len(config["ch_mult"]) == levels and config["attn_resolutions"] == (attn,)
+    net = build_model(config)
+    assert net(torch.zeros(2, 1, size, size), torch.full((2,), 0.5)).shape == (2, 1, size, size)
+
+
+def test_train_takes_its_data_path_on_the_command_line(tmp_path, capsys):
+    images = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "faces.npz", x=images)
+    main(["train", "--dataset", "npz", "--data-path", str(tmp_path / "faces.npz"), "--dataset-option",
+          "test_fraction=0.25", "--steps", "2", "--batch-size", "4", "--sample-every", "0", "--out",
+          str(tmp_path / "run"), "--device", "cpu", "--no-progress"])
+    saved = read_checkpoint(tmp_path / "run" / "ckpt.pt")["config"]
+    assert saved["dataset_options"] == {"path": str(tmp_path / "faces.npz"), "test_fraction": 0.25}
+    assert saved["model"]["image_size"] == 8 and saved["model"]["attn_resolutions"] == [8]
+    with pytest.raises(SystemExit):
+        main(["train", "--dataset", "npz", "--data-path", "a.npz", "--dataset-option", "path=b.npz"])
+    assert capsys.readouterr().err.startswith("scoregen: error: give the data path once")
 
 
 def test_training_learns_the_exact_gaussian_eps(tmp_path):

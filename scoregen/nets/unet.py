@@ -53,6 +53,20 @@ class AttnBlock(nn.Module):
         return x + self.proj(h.transpose(1, 2).reshape(b, c, hgt, wid))
 
 
+def layout_for(image_size: int, ch_mult=None) -> dict:
+    """``ch_mult`` and ``attn_resolutions`` of a U-Net that fits ``image_size``: DDPM's (1, 2, 2, 2) cut to
+    the levels whose resolution halving divides ``image_size`` (at most four), or the ``ch_mult`` given;
+    self-attention at the existing resolution nearest to DDPM's 16 x 16."""
+    if ch_mult is None:
+        levels = 1
+        while levels < 4 and image_size % 2 ** levels == 0:
+            levels += 1
+        ch_mult = (1, 2, 2, 2)[:levels]
+    resolutions = [image_size // 2 ** i for i in range(len(ch_mult))]
+    attn = min(resolutions, key=lambda r: (abs(math.log2(r / 16)), r))
+    return {"ch_mult": tuple(ch_mult), "attn_resolutions": (attn,)}
+
+
 class UNet(nn.Module):
     """DDPM's eps-network ``eps_model(x, t)`` on images x of shape [n, in_channels, image_size, image_size].
 
