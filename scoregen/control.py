@@ -13,7 +13,7 @@ Value function. ``V = log p_t`` solves the log (Hopfâ€“Cole) form of the Fokkerâ
 
 the HJB equation of (1) with running cost |u|^2 / 2 (value -V up to a function of t alone); its
 minimiser is ``u* = -g grad(-V) = g grad log p_t``: the optimal control is the score and (1) with u* is
-the reverse SDE of DESIGN.md.
+the reverse SDE of docs/design.md.
 
 Cost = KL. For ``u = u* + delta`` Girsanov gives the path KL
 ``KL(P* || P^u) = KL(p_1 || law Y_0) + E_{P*} 1/2 int |delta|^2 ds``, and by data processing it bounds

@@ -3,7 +3,7 @@
 The window runs from the first network call to the last: ``torch.cuda.set_sync_debug_mode("error")``
 makes any synchronising operation there raise (``.item()``, ``bool(tensor)``, a pageable copy between
 host and device). Setup before the loop (coefficients copied to the device, the SDE's Brownian seed)
-and ``sample()``'s finiteness check after it may synchronise once each (DESIGN.md). Skipped without CUDA.
+and ``sample()``'s finiteness check after it may synchronise once each (docs/design.md). Skipped without CUDA.
 """
 import pytest
 import torch
