@@ -2,7 +2,7 @@
 
 The window runs from the first network call to the last: ``torch.cuda.set_sync_debug_mode("error")``
 makes any synchronising operation there raise (``.item()``, ``bool(tensor)``, a pageable copy between
-host and device). Setup before the loop (coefficients copied to the device, the SDE's Brownian seed)
+host and device). Setup before the loop (coefficients copied to the device)
 and ``sample()``'s finiteness check after it may synchronise once each (docs/design.md). Skipped without CUDA.
 """
 import pytest

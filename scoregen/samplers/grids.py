@@ -58,10 +58,11 @@ def time_grid(sde: VPSDE, grid: str, steps: int, t_lo: float) -> torch.Tensor:
     return t
 
 
-def tau_and_rate(sde: VPSDE, grid: str, u: float, t_lo: float) -> tuple[float, float]:
-    """``tau(u)`` and ``d tau / du`` at one point, as Python floats (autograd on a CPU scalar)."""
+def tau_and_rate(sde: VPSDE, grid: str, u, t_lo: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``tau(u)`` and ``d tau / du`` at every point of ``u`` (a float or a CPU tensor), float64 on the
+    CPU: one autograd call, ``tau`` being elementwise."""
     with torch.enable_grad():
-        u = torch.tensor(float(u), dtype=torch.float64, requires_grad=True)
+        u = torch.as_tensor(u, dtype=torch.float64).clone().requires_grad_()
         t = tau(sde, grid, u, t_lo)
-        (rate,) = torch.autograd.grad(t, u)
-    return t.item(), rate.item()
+        (rate,) = torch.autograd.grad(t.sum(), u)
+    return t.detach(), rate
