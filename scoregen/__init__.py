@@ -13,6 +13,7 @@ _EXPORTS = {
     "GaussianMixture": "data", "load_dataset": "data", "Dataset": "data",
     "sample": "samplers", "SampleResult": "samplers", "METHODS": "samplers", "GRIDS": "samplers",
     "log_likelihood": "likelihood", "ddpm_bound": "likelihood", "bits_per_dim": "likelihood",
+    "QuantizedDataWarning": "likelihood",
     "build_model": "nets",
     "TrainConfig": "checkpoint", "load_checkpoint": "checkpoint",
 }

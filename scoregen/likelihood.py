@@ -26,9 +26,11 @@ from dataclasses import dataclass
 import torch
 from torchdiffeq import odeint
 
-from .nets.vae import check_levels, check_on_grid, discretized_gaussian_log_prob
+from .data import check_sizes
+from .nets.vae import QuantizedDataWarning  # noqa: F401  (re-exported: what quantised x is warned with)
+from .nets.vae import check_levels, check_on_grid, discretized_gaussian_log_prob, warn_if_quantized
 from .samplers.common import Model, model_device_dtype
-from .samplers.ode import ADAPTIVE, ProbabilityFlow
+from .samplers.ode import ADAPTIVE, ProbabilityFlow, check_state
 from .sde import VPSDE
 
 DIVERGENCES = ("exact", "hutchinson")
@@ -70,11 +72,20 @@ def dequantize(x: torch.Tensor, levels: int, *, generator: torch.Generator | Non
 # --- the PF-ODE log-likelihood -------------------------------------------------------------------
 def _counted_model(eps_model, x: torch.Tensor, device) -> tuple[Model, torch.Tensor]:
     """The counted network and x on its device and dtype: an nn.Module fixes them, a plain function
-    runs on ``device`` (default x's) in x's dtype."""
+    runs on ``device`` (default x's) in x's dtype. x must be a non-empty, finite float tensor [n, ...]."""
+    check_state(x)
     module = isinstance(eps_model, torch.nn.Module)
     device, dtype = model_device_dtype(eps_model, device if device is not None or module else x.device,
                                        None if module else x.dtype)
     return Model(eps_model, device, dtype), x.to(device=device, dtype=dtype)
+
+
+def _check_result(what: str, value: torch.Tensor, cause: str = "eps_model returned NaN/inf") -> None:
+    """Raise if a per-point result [n] is non-finite (one host sync, after the computation)."""
+    bad = ~torch.isfinite(value)
+    if bool(bad.any()):
+        raise ValueError(f"{what} is non-finite for {int(bad.sum())} of {bad.numel()} points (the first: "
+                         f"point {int(bad.nonzero()[0, -1])}): {cause}")
 
 
 def _exact_divergence(drift: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -125,11 +136,13 @@ def log_likelihood(eps_model, sde: VPSDE, x: torch.Tensor, *, divergence: str = 
     Args:
         eps_model: ``(x, t) -> eps``, t a float tensor [batch]; samples must not interact (no batch norm).
         sde: the VPSDE the model was trained with.
-        x: data [n, ...]; a density is returned, so dequantise quantised data first (``dequantize``).
+        x: data [n, ...], finite floats; a density is returned, so dequantise quantised data first
+            (``dequantize``): x on a quantisation grid gets a ``QuantizedDataWarning``.
         divergence: ``"exact"`` (D backward passes per call, small D) or ``"hutchinson"`` (``probes``).
         probes, probe: number and kind (``"rademacher"`` or ``"gaussian"``) of Hutchinson probes, drawn
             once from ``generator`` and fixed over the solve; ``logp_probes`` keeps one estimate per probe.
-        solver, rtol, atol, options: passed to ``odeint``; adaptive solvers sync with the host every step.
+        solver, rtol, atol, options: passed to ``odeint``; adaptive solvers sync with the host every step,
+            and check each network output and divergence for NaN/inf as they go.
         device: where a plain-function ``eps_model`` runs (default x's device); an ``nn.Module`` runs on
             its parameters' device and dtype.
     """
@@ -139,11 +152,13 @@ def log_likelihood(eps_model, sde: VPSDE, x: torch.Tensor, *, divergence: str = 
         raise ValueError(f"probes must be a positive integer; got {probes!r}")
     if not 0 < t_min < 1:
         raise ValueError(f"t_min must be in (0, 1); got {t_min!r}")
-    if x.dim() < 2:
-        raise ValueError(f"x must have shape [n, ...] with a batch dimension; got {tuple(x.shape)}")
     model, x = _counted_model(eps_model, x, device)
+    warn_if_quantized(x, "log_likelihood returns a density, which needs dequantised data; use "
+                         "dequantize(x, {levels}) and bits_per_dim(logp, D, levels={levels}), or "
+                         "likelihood_table(x, levels={levels}, ...)")
     device, dtype = model.device, model.dtype
-    flow = ProbabilityFlow(model, sde, "t")                     # dx/dt = f + beta eps / (2 sigma)
+    adaptive = solver in ADAPTIVE
+    flow = ProbabilityFlow(model, sde, "t", check_finite=adaptive)   # dx/dt = f + beta eps / (2 sigma)
     v = None
     if divergence == "hutchinson":
         shape = (int(probes),) + tuple(x.shape)
@@ -155,16 +170,21 @@ def log_likelihood(eps_model, sde: VPSDE, x: torch.Tensor, *, divergence: str = 
             x_t = state[0].detach().requires_grad_(True)
             drift = flow(t, x_t)
             div = _exact_divergence(drift, x_t)[None] if v is None else _hutchinson_divergence(drift, x_t, v)
+        if adaptive and not bool(torch.isfinite(div).all()):     # else torchdiffeq asserts "underflow in dt"
+            raise ValueError(f"the divergence of the PF-ODE drift is non-finite at t={float(t):.4g}: "
+                             "eps_model's gradient with respect to x is NaN/inf there")
         return drift.detach(), div.detach()
 
     ts = torch.tensor([t_min, 1.0], device=device, dtype=dtype)
-    if solver in ADAPTIVE:  # step onto t = 1, not past it: the network has never seen t > 1
+    if adaptive:  # step onto t = 1, not past it: the network has never seen t > 1
         options = {"step_t": ts[1:], **(options or {})}
     delta0 = x.new_zeros(1 if v is None else v.shape[0], x.shape[0])
     with torch.no_grad():
         xs, deltas = odeint(rhs, (x, delta0), ts, rtol=rtol, atol=atol, method=solver, options=options)
     x1, delta = xs[-1], deltas[-1]
     prior = sde.prior_logp(x1)
+    _check_result("log_likelihood", prior + delta.sum(0), "eps_model returned NaN/inf" + (
+        "" if adaptive else f", or the step is too large for the fixed-step solver {solver!r}"))
     per_call = x[0].numel() if v is None else v.shape[0]
     return LikelihoodResult(logp=prior + delta.mean(0), nfe=model.nfe, nvjp=model.nfe * per_call, prior_logp=prior,
                             delta_logp=delta.mean(0), x1=x1, logp_probes=None if v is None else prior + delta)
@@ -238,11 +258,13 @@ def ddpm_bound(eps_model, sde: VPSDE, x: torch.Tensor, *, levels: int | None = N
 
     Args:
         eps_model: ``(x, t) -> eps``; an ``nn.Module`` fixes device and dtype, a function takes ``device``.
-        x: data [n, ...], on the ``levels`` grid when ``levels`` is given.
+        x: data [n, ...], finite floats, on the ``levels`` grid when ``levels`` is given; x on a grid with
+            ``levels=None`` gets a ``QuantizedDataWarning`` (the bound would use a density decoder).
         steps, grid: K of the uniform grid, or the grid itself (any order, holding 0 and 1).
         batch_size: (sample, step) pairs per model call.
     """
     check_levels(levels)
+    check_sizes(batch_size=batch_size)
     _check_choice("variance", variance, VARIANCES)
     if sample_steps is not None and (int(sample_steps) != sample_steps or sample_steps < 1):
         raise ValueError(f"sample_steps must be a positive integer or None (all steps); got {sample_steps!r}")
@@ -250,6 +272,9 @@ def ddpm_bound(eps_model, sde: VPSDE, x: torch.Tensor, *, levels: int | None = N
     device, dtype = model.device, model.dtype
     if levels is not None:
         check_on_grid(x, levels)
+    else:
+        warn_if_quantized(x, "levels=None makes the decoder a density, wrong for quantised data; "
+                             "pass levels={levels} for the discrete bound")
     grid = _bound_grid(steps, grid)
     n, dim, k = x.shape[0], x[0].numel(), grid.numel() - 1
     alpha, sigma, log_snr = sde.alpha(grid), sde.sigma(grid), sde.log_snr(grid)
@@ -295,6 +320,7 @@ def ddpm_bound(eps_model, sde: VPSDE, x: torch.Tensor, *, levels: int | None = N
         diffusion = terms.mean(1)
         se = terms.std(1) / math.sqrt(s) if s > 1 else torch.full_like(diffusion, math.nan)
     diffusion = diffusion + float(const.sum())
+    _check_result("ddpm_bound", prior + diffusion + decoder)
     return VariationalBound(nll=prior + diffusion + decoder, prior=prior, diffusion=diffusion, decoder=decoder,
                             diffusion_se=se, nfe=s + 1, dim=dim)
 
@@ -327,6 +353,7 @@ def likelihood_table(x: torch.Tensor, *, levels: int | None = None, eps_model=No
     calls per datapoint), seconds (wall clock, on a loaded machine a rough figure), n}``.
     ``batch_size``: points per ODE solve and VAE call, (point, step) pairs per call of the DDPM bound.
     """
+    check_sizes(batch_size=batch_size, iwae_k=iwae_k)
     _, x = _counted_model(eps_model if eps_model is not None else vae, x, device)
     rows, dim, batches = [], x[0].numel(), x.split(batch_size)
     if eps_model is not None:

@@ -1,5 +1,6 @@
 """Data sets: shapes, quantisation grids, splits, toy-shape statistics, cartoon attributes, files."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -293,3 +294,93 @@ def test_npz_errors(tmp_path):
         sg.load_dataset("npz", path=f, key="odd")
     with pytest.raises(ValueError, match="levels must be None or an integer >= 2; got 1"):
         sg.load_dataset("npz", path=f, levels=1)
+
+
+# --- bad input: options, files, non-finite data, labels, quantised floats -------------------------
+def test_unknown_options_are_named_with_the_loaders_valid_ones():
+    import inspect
+
+    from scoregen.data import _LOADERS
+
+    with pytest.raises(ValueError, match=r"unknown option 'foo' for data set 'gmm'; "
+                                         r"valid: mixture, n_train, n_test, seed$"):
+        sg.load_dataset("gmm", foo=1)
+    for name, loader in _LOADERS.items():
+        valid = ", ".join(inspect.signature(loader).parameters)
+        with pytest.raises(ValueError, match=rf"unknown options 'bar', 'foo' for data set '{name}'; valid: {valid}$"):
+            sg.load_dataset(name, foo=1, bar=2)
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("gmm", {"n_train": "100"}, r"option 'n_train' of data set 'gmm' must be int; got '100' \(str\)"),
+    ("gmm", {"seed": 1.5}, r"option 'seed' of data set 'gmm' must be int; got 1.5 \(float\)"),
+    ("toy", {"shape": ["moons"]}, r"option 'shape' of data set 'toy' must be str; got \['moons'\] \(list\)"),
+    ("digits", {"test_fraction": "0.2"}, r"option 'test_fraction' of data set 'digits' must be float; got '0.2'"),
+    ("cartoon", {"size": 32.0}, r"option 'size' of data set 'cartoon' must be int; got 32.0 \(float\)"),
+    ("cartoon", {"n": True}, r"option 'n' of data set 'cartoon' must be int; got True \(bool\)"),
+    ("npz", {"path": 3}, r"option 'path' of data set 'npz' must be str or os.PathLike; got 3 \(int\)"),
+    ("npz", {"path": "f.npz", "levels": 17.0}, r"option 'levels' of data set 'npz' must be int or None; got 17.0"),
+    ("gmm", {"n_train": 0}, "n_train must be a positive integer; got 0"),
+    ("cartoon", {"n": 4, "seed": -1}, "seed must be a non-negative integer; got -1"),
+])
+def test_options_of_the_wrong_type_or_value_are_named(name, options, message):
+    with pytest.raises(ValueError, match=message):
+        sg.load_dataset(name, **options)
+
+
+def test_npz_refuses_other_files_and_0d_arrays_by_name(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros((4, 2)))
+    with pytest.raises(ValueError, match=r"npz: .*a.npy is a .npy array, not an npz archive; save it with np.savez"):
+        sg.load_dataset("npz", path=tmp_path / "a.npy")
+    (tmp_path / "t.txt").write_text("1 2\n3 4\n")
+    with pytest.raises(ValueError, match=r"npz: .*t.txt is not an npz archive .*; it starts with b'1 2"):
+        sg.load_dataset("npz", path=tmp_path / "t.txt")
+    np.savez(tmp_path / "s.npz", x=np.array(3.0))
+    with pytest.raises(ValueError, match=r"array 'x' in .*s.npz must have a batch dimension \[n, ...\]; got a 0-d"):
+        sg.load_dataset("npz", path=tmp_path / "s.npz")
+    np.savez(tmp_path / "l.npz", x=np.zeros((4, 2)), labels=np.array(1))
+    with pytest.raises(ValueError, match="array 'labels' in .* must have a batch dimension"):
+        sg.load_dataset("npz", path=tmp_path / "l.npz")
+
+
+def test_non_finite_data_are_refused_at_load_naming_the_split(tmp_path):
+    x = np.zeros((10, 2))
+    x[3, 1] = np.nan
+    np.savez(tmp_path / "n.npz", x=x)
+    with pytest.raises(ValueError, match=r"data set 'npz-n': the (train|test) split has 1 NaN/inf value\(s\) of"):
+        sg.load_dataset("npz", path=tmp_path / "n.npz")
+    with pytest.raises(ValueError, match=r"data set 'mine': the test split has 2 NaN/inf value\(s\) of 6, the first "
+                                         r"at index \(1, 0\) of the split"):
+        sg.data.Dataset("mine", torch.zeros(4, 2), torch.tensor([[0, 1], [math.inf, -math.inf], [0, 0]]))
+
+
+def test_float_labels_must_be_whole_numbers(tmp_path):
+    x = np.random.default_rng(0).normal(size=(10, 2))
+    np.savez(tmp_path / "f.npz", x=x, labels=np.linspace(0, 1, 10))
+    with pytest.raises(ValueError, match=r"npz-f: labels must be integers \(class indices\); got float labels such "
+                                         r"as 0.111111 \(at index \(1,\)\); 8 of 10 are not whole numbers"):
+        sg.load_dataset("npz", path=tmp_path / "f.npz")
+    np.savez(tmp_path / "w.npz", x=x, labels=np.arange(10.0))         # whole numbers: cast
+    d = sg.load_dataset("npz", path=tmp_path / "w.npz", test_fraction=0.5)
+    assert d.labels_train.dtype == torch.long
+    assert torch.equal(d.train, torch.as_tensor(x, dtype=torch.float32)[d.labels_train])
+    np.savez(tmp_path / "s.npz", x=x, labels=np.array(list("abcdefghij")))
+    with pytest.raises(ValueError, match="labels must be integers .*; got dtype <U1"):
+        sg.load_dataset("npz", path=tmp_path / "s.npz")
+
+
+def test_npz_floats_on_a_grid_warn_without_levels_and_must_fit_the_levels_given(tmp_path):
+    from scoregen.nets.vae import QuantizedDataWarning
+
+    k = np.random.default_rng(0).integers(0, 17, (40, 1, 8, 8))
+    np.savez(tmp_path / "q.npz", x=k / 8 - 1)                               # digits-like, saved as floats
+    with pytest.warns(QuantizedDataWarning, match=r"17-level grid .*float array 'x' of .*q.npz is taken as "
+                                                  r"continuous \(levels=None\); pass levels=17"):
+        assert sg.load_dataset("npz", path=tmp_path / "q.npz").levels is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", QuantizedDataWarning)
+        assert sg.load_dataset("npz", path=tmp_path / "q.npz", levels=17).levels == 17
+        np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).normal(size=(40, 1, 8, 8)).clip(-1, 1))
+        sg.load_dataset("npz", path=tmp_path / "c.npz")                     # continuous: no warning
+    with pytest.raises(ValueError, match="must lie on the 256-level grid"):
+        sg.load_dataset("npz", path=tmp_path / "q.npz", levels=256)

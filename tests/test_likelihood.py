@@ -1,5 +1,6 @@
 """PF-ODE likelihood, DDPM bound and the bits/dim convention against closed forms (Gaussian oracles, scipy)."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from scipy.stats import norm
 
 import scoregen as sg
 from scoregen.data import GaussianMixture, gaussian, preset
-from scoregen.likelihood import bits_per_dim, ddpm_bound, dequantize, log_likelihood
+from scoregen.likelihood import bits_per_dim, ddpm_bound, dequantize, likelihood_table, log_likelihood
 
 SDE = sg.VPSDE()
 T_MIN = 1e-3  # log_likelihood's default
@@ -269,3 +270,117 @@ def test_likelihood_table_rows_agree_with_the_oracle():
     assert rows[1]["nfe"] == 10 and rows[1]["bpd"] > exact.mean().item()
     assert rows[2]["bpd"] > rows[3]["bpd"] and rows[3]["nfe"] == 8          # IWAE tighter than the ELBO
     assert markdown_table(rows).count("\n") == 6
+
+
+# --- bad input: x, non-finite models, quantised data ---------------------------------------------
+def _nan_eps(x, t):
+    return torch.full_like(x, math.nan)
+
+
+def test_x_must_be_finite_non_empty_floats():
+    mix = preset("gauss2d")
+    model = mix.eps_model(SDE)
+
+    class Net(torch.nn.Module):        # a module would cast integer x to its own dtype
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x, t):
+            return self.scale * mix.eps(x, t, SDE)
+
+    for fn in (log_likelihood, ddpm_bound):
+        with pytest.raises(ValueError, match=r"x must be a floating tensor; got dtype torch.int64 \(integer levels"):
+            fn(Net(), SDE, torch.zeros(3, 2, dtype=torch.long))
+        with pytest.raises(ValueError, match=r"x is empty \(shape \(0, 2\)\): give at least one point"):
+            fn(model, SDE, torch.zeros(0, 2))
+        with pytest.raises(ValueError, match=r"x must have shape \[n, ...\] with a batch dimension; got \(2,\)"):
+            fn(model, SDE, torch.zeros(2))
+        for bad in (math.nan, math.inf):
+            with pytest.raises(ValueError, match=r"x has NaN/inf values \(1 of 4 values, the first at "
+                                                 r"index \(1, 0\)\)"):
+                fn(model, SDE, torch.tensor([[0.1, 0.2], [bad, 0.3]]))
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match=f"batch_size must be a positive integer; got {bad}"):
+            ddpm_bound(model, SDE, torch.zeros(3, 2), batch_size=bad)
+        with pytest.raises(ValueError, match=f"batch_size must be a positive integer; got {bad}"):
+            likelihood_table(torch.zeros(3, 2), eps_model=model, sde=SDE, batch_size=bad)
+
+
+def test_adaptive_solves_name_a_non_finite_model_instead_of_underflow_in_dt():
+    """torchdiffeq shrinks the step to 0 on NaN and asserts "underflow in dt": the package says what went wrong."""
+    from scoregen.samplers.common import Model
+    from scoregen.samplers.ode import odeint_pf
+
+    mix = preset("gauss2d")
+    x = _draw(mix, 4)
+    with pytest.raises(ValueError, match=r"eps_model returned NaN/inf at t=0.001 during the adaptive ODE solve "
+                                         r"\(8 of 8 values, the first at index \(0, 0\)\)"):
+        log_likelihood(_nan_eps, SDE, x)
+
+    def nan_late(x, t):                # finite for t > 1/2 only
+        return torch.where(t[:, None] < 0.5, math.nan, mix.eps(x, t, SDE))
+    for solver in ("dopri5", "bosh3"):
+        with pytest.raises(ValueError, match=r"eps_model returned NaN/inf at t=0\.[1-4]\d* during the "
+                                             r"adaptive ODE solve"):
+            sg.sample(nan_late, SDE, (4, 2), "ode", solver=solver, dtype=torch.float64)
+
+    def kink(x, t):                    # finite values, NaN gradient: the divergence is NaN
+        return mix.eps(x, t, SDE) + (x - x.detach()).abs().sqrt()
+    with pytest.raises(ValueError, match="the divergence of the PF-ODE drift is non-finite at t=0.001: eps_model's "
+                                         "gradient with respect to x is NaN/inf there"):
+        log_likelihood(kink, SDE, x)
+    model = Model(mix.eps_model(SDE), torch.device("cpu"), torch.float64)
+    for bad in (torch.zeros(0, 2, dtype=torch.float64), x.clone().fill_(math.inf)):
+        with pytest.raises(ValueError, match="x is empty|x has NaN/inf values"):
+            odeint_pf(model, SDE, bad, torch.tensor([T_MIN, 1.0]), solver="dopri5", variable="t", rtol=1e-5, atol=1e-5)
+
+
+def test_fixed_step_likelihood_and_the_bound_refuse_a_non_finite_result():
+    x = _draw(preset("gauss2d"), 4)
+    with pytest.raises(ValueError, match=r"log_likelihood is non-finite for 4 of 4 points \(the first: point 0\): "
+                                         "eps_model returned NaN/inf"):
+        log_likelihood(_nan_eps, SDE, x, solver="rk4", options={"step_size": 0.25})
+    with pytest.raises(ValueError, match="ddpm_bound is non-finite for 4 of 4 points"):
+        ddpm_bound(_nan_eps, SDE, x, steps=4)
+
+
+def test_grid_levels_finds_quantised_data_and_only_those():
+    from scoregen.nets.vae import grid_levels
+
+    digits = sg.load_dataset("digits").test
+    assert grid_levels(digits) == 17 and grid_levels(digits[:1]) == 17                       # one image: 64 values
+    assert grid_levels(sg.load_dataset("cartoon", n=8, size=32).test) == 256
+    assert grid_levels(dequantize(digits, 17, generator=torch.Generator().manual_seed(0))) is None
+    g = torch.Generator().manual_seed(0)
+    for n, d in ((1, 1), (2, 2), (3, 2), (8, 2), (256, 64), (5000, 2)):
+        for dtype in (torch.float16, torch.float32, torch.float64):
+            for _ in range(10):       # Gaussian draws, clamped to [-1, 1] (ties at the ends)
+                assert grid_levels(torch.randn(n, d, generator=g).clamp(-1, 1).to(dtype)) is None
+    assert grid_levels(torch.zeros(8, 2)) is None                                            # one value: no grid
+    assert grid_levels(torch.randint(0, 5, (100, 2), generator=g).double() / 2 - 1) == 5
+
+
+def test_quantised_x_warns_with_the_fix():
+    """A density of undequantised data (log_likelihood, a levels=None bound, a density-decoder VAE) is meaningless."""
+    from scoregen.likelihood import QuantizedDataWarning
+    from scoregen.nets.vae import linear_vae
+
+    levels = 17
+    x = _draw(DIAG, 200, seed=12)
+    xq = 2 * torch.round((x.clamp(-1, 1) + 1) * (levels - 1) / 2) / (levels - 1) - 1
+    model = DIAG.eps_model(SDE)
+    with pytest.warns(QuantizedDataWarning, match=r"x lies on the 17-level grid .*log_likelihood returns a density, "
+                                                  r"which needs dequantised data; use dequantize\(x, 17\)"):
+        log_likelihood(model, SDE, xq, solver="rk4", options={"step_size": 0.25})
+    with pytest.warns(QuantizedDataWarning, match=r"levels=None makes the decoder a density.*pass levels=17"):
+        ddpm_bound(model, SDE, xq, steps=4)
+    with pytest.warns(QuantizedDataWarning, match=r"this VAE's decoder is a density \(levels=None\)"):
+        linear_vae(2, 1).double().elbo(xq)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", QuantizedDataWarning)
+        log_likelihood(model, SDE, dequantize(xq, levels, generator=torch.Generator().manual_seed(0)),
+                       solver="rk4", options={"step_size": 0.25})
+        log_likelihood(model, SDE, x, solver="rk4", options={"step_size": 0.25})
+        ddpm_bound(model, SDE, xq, levels=levels, steps=4)
+        ddpm_bound(model, SDE, x, steps=4)

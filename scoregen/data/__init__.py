@@ -1,9 +1,10 @@
 """Datasets, none downloaded: ``load_dataset(name, **options) -> Dataset``.
 
-Every data set is a pair of tensors (train, held-out test) of shape [n, *shape] in float32;
-images are scaled to [-1, 1] (level k of L maps to 2k/(L-1) - 1) and carry their number of
-quantisation levels, which the bits/dim convention needs. ``gmm`` also carries its exact
-oracle (see ``gmm.py``), as does ``toy`` with ``shape="8gaussians"``.
+Every data set is a pair of tensors (train, held-out test) of shape [n, *shape] in float32, checked
+finite when the ``Dataset`` is made; images are scaled to [-1, 1] (level k of L maps to 2k/(L-1) - 1)
+and carry their number of quantisation levels, which the bits/dim convention needs. ``gmm`` also
+carries its exact oracle (see ``gmm.py``), as does ``toy`` with ``shape="8gaussians"``. A loader's
+options are checked against its signature (names and annotated types) by ``load_dataset``.
 
 Loaders: ``gmm`` (Gaussian mixtures), ``toy`` (2-D shapes, ``toy.py``), ``digits`` (scikit-learn's
 8x8 digits, 17 levels), ``cartoon`` (procedural cartoon faces, ``cartoon.py``), ``folder`` (a folder
@@ -11,6 +12,10 @@ of images) and ``npz`` (an array file), both in ``files.py``.
 """
 from __future__ import annotations
 
+import inspect
+import os
+import types
+import typing
 from dataclasses import dataclass, field
 
 import torch
@@ -29,6 +34,16 @@ class Dataset:
     oracle: GaussianMixture | None = None   # exact density, for synthetic mixtures
     info: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        """Every split finite: a NaN or inf would surface only later, as a non-finite loss or likelihood."""
+        for split in ("train", "test"):
+            bad = ~torch.isfinite(getattr(self, split))
+            if bool(bad.any()):
+                first = tuple(bad.nonzero()[0].tolist())
+                raise ValueError(f"data set {self.name!r}: the {split} split has {int(bad.sum())} NaN/inf value(s) "
+                                 f"of {bad.numel()}, the first at index {first} of the split; clean the data "
+                                 "(or drop those items) before loading")
+
     @property
     def shape(self) -> tuple[int, ...]:
         """Shape of one sample."""
@@ -39,8 +54,16 @@ class Dataset:
         return self.train.dim() == 4
 
 
+def check_sizes(**sizes) -> None:
+    """Raise unless every ``name=value`` is a positive integer (the sizes of splits, say)."""
+    for arg, n in sizes.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{arg} must be a positive integer; got {n!r}")
+
+
 def _gmm(mixture: str = "gmm2d", n_train: int = 20000, n_test: int = 5000, seed: int = 0) -> Dataset:
     """Draws from a named Gaussian mixture (see ``gmm.preset``), with the mixture as oracle."""
+    check_sizes(n_train=n_train, n_test=n_test)
     oracle = preset(mixture)
     g = torch.Generator().manual_seed(seed)
     x = oracle.sample(n_train + n_test, generator=g).float()
@@ -57,10 +80,49 @@ _LOADERS = {"gmm": _gmm, "digits": load_digits, "toy": load_toy, "cartoon": load
             "folder": load_folder, "npz": load_npz}
 
 
+def _type_name(kind) -> str:
+    if kind is type(None) or kind is os.PathLike:
+        return "None" if kind is type(None) else "os.PathLike"
+    return getattr(kind, "__name__", str(kind))
+
+
+def _is_instance(value, kind) -> bool:
+    """``isinstance`` for a loader's annotations: no bool for int or float, an int for a float."""
+    if kind is type(None):
+        return value is None
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, (int, float))
+    return not isinstance(kind, type) or isinstance(value, kind)
+
+
+def check_options(name: str, options: dict) -> None:
+    """Raise unless ``options`` are parameters of data set ``name``'s loader, of its annotated types."""
+    loader = _LOADERS[name]
+    params = inspect.signature(loader).parameters
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        raise ValueError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for "
+                         f"data set {name!r}; valid: {', '.join(params)}")
+    hints = typing.get_type_hints(loader)
+    for key, value in options.items():
+        hint = hints.get(key)
+        if hint is None:
+            continue
+        union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        kinds = typing.get_args(hint) if union else (hint,)
+        if not any(_is_instance(value, kind) for kind in kinds):
+            raise ValueError(f"option {key!r} of data set {name!r} must be {' or '.join(map(_type_name, kinds))}; "
+                             f"got {value!r} ({type(value).__name__})")
+
+
 def load_dataset(name: str, **options) -> Dataset:
-    """Load a data set by name; ``options`` go to its loader (see each loader's docstring)."""
+    """Load a data set by name; ``options`` go to its loader (see each loader's docstring), checked
+    against its signature: unknown names and values of the wrong type are errors that name the valid ones."""
     if name not in _LOADERS:
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(sorted(_LOADERS))}")
+    check_options(name, options)
     return _LOADERS[name](**options)
 
 

@@ -186,6 +186,8 @@ def _render_batch(a: dict, size: int) -> np.ndarray:
 
 def sample_attributes(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     """``n`` faces' attributes, each uniform over its values, from ``numpy.random.default_rng(seed)``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
     rng = np.random.default_rng(seed)
     return {name: rng.integers(0, len(values), n) for name, values in ATTRIBUTES.items()}
 

@@ -5,9 +5,13 @@ Raw integer level ``k`` of ``L`` levels maps to ``x = 2 k / (L - 1) - 1`` in [-1
 """
 from __future__ import annotations
 
+import os
+import zipfile
+
 import numpy as np
 import torch
 
+from ..nets.vae import check_on_grid, warn_if_quantized
 from . import Dataset
 
 
@@ -20,7 +24,8 @@ def to_unit(k, levels: int) -> torch.Tensor:
 def split_dataset(name: str, x: torch.Tensor, *, levels: int | None, labels=None,
                   test_fraction: float = 0.2, seed: int = 0, info: dict | None = None) -> Dataset:
     """A fixed train/held-out split of ``x`` (and ``labels``): a ``seed``-ed permutation, the first
-    ``round(test_fraction * n)`` items held out."""
+    ``round(test_fraction * n)`` items held out. Labels are integers (class indices); float labels are
+    accepted when they hold whole numbers (and cast), refused otherwise."""
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}")
     n = x.shape[0]
@@ -30,11 +35,24 @@ def split_dataset(name: str, x: torch.Tensor, *, levels: int | None, labels=None
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     test_idx, train_idx = perm[:n_test], perm[n_test:]
     if labels is not None:
-        labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        labels = _integer_labels(np.asarray(labels), name)
     return Dataset(name, x[train_idx], x[test_idx], levels=levels,
                    labels_train=None if labels is None else labels[train_idx],
                    labels_test=None if labels is None else labels[test_idx],
                    info={"seed": seed, "test_fraction": test_fraction, **(info or {})})
+
+
+def _integer_labels(y: np.ndarray, name: str) -> torch.Tensor:
+    """Labels as int64: integers and booleans as they are, floats only when whole numbers."""
+    if np.issubdtype(y.dtype, np.floating):
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            i = tuple(int(j) for j in np.argwhere(bad)[0])
+            raise ValueError(f"{name}: labels must be integers (class indices); got float labels such as "
+                             f"{float(y[i]):g} (at index {i}); {int(bad.sum())} of {y.size} are not whole numbers")
+    elif not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
+        raise ValueError(f"{name}: labels must be integers (class indices); got dtype {y.dtype}")
+    return torch.as_tensor(y.astype(np.int64))
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -62,8 +80,8 @@ def _read_image(file, size: int, channels: int | None):
     return (k[None] if k.ndim == 2 else k.transpose(2, 0, 1)), own
 
 
-def load_folder(path, size: int = 64, channels: int | None = None, n: int | None = None,
-           test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+def load_folder(path: str | os.PathLike, size: int = 64, channels: int | None = None, n: int | None = None,
+                test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     """Every image under ``path`` (recursive, sorted by path), resized on the shorter side and centre-
     cropped to ``size`` x ``size``, as [n, C, size, size] in [-1, 1], 8-bit (``levels=256``).
 
@@ -99,14 +117,33 @@ def load_folder(path, size: int = 64, channels: int | None = None, n: int | None
                          info={"path": str(root), "files": [str(f.relative_to(root)) for f in files]})
 
 
-def load_npz(path, key: str | None = None, labels: str | None = None, levels: int | None = None,
-        test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+def _read_npz(path) -> dict[str, np.ndarray]:
+    """Every array of an npz archive (no pickled objects), or a ValueError saying what the file is instead."""
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic == b"\x93NUMPY":
+        raise ValueError(f"npz: {path} is a .npy array, not an npz archive; save it with "
+                         "np.savez(path, x=array) (labels=... optional)")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"npz: {path} is not an npz archive (a zip of arrays written by np.savez); "
+                         f"it starts with {magic!r}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {name: f[name] for name in f.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
+        raise ValueError(f"npz: {path} holds an array that can't be read without pickle, or is damaged: "
+                         f"{err}") from err
+
+
+def load_npz(path: str | os.PathLike, key: str | None = None, labels: str | None = None,
+             levels: int | None = None, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     """An array from a ``.npz`` file: images, or any float data.
 
     Integer arrays are images of ``levels`` levels (default 256) in 0..levels-1, laid out [n, C, H, W]
     or [n, H, W, C] (C = 1 or 3; channels-first when ambiguous) or [n, H, W] (grey), mapped to
-    ``x = 2 k / (levels - 1) - 1``. Float arrays are taken as they are ([n, ...]), ``levels`` None
-    or as given.
+    ``x = 2 k / (levels - 1) - 1``. Float arrays are taken as they are ([n, ...]): with ``levels`` given
+    they must lie on its grid; with None they are continuous, and a ``QuantizedDataWarning`` says when
+    they look quantised (pass ``levels``). Labels: integers, or floats that are whole numbers.
 
     Args:
         path: the ``.npz`` file.
@@ -121,8 +158,7 @@ def load_npz(path, key: str | None = None, labels: str | None = None, levels: in
         raise FileNotFoundError(f"npz: path {str(path)!r} is not an existing file")
     if levels is not None and (not isinstance(levels, int) or levels < 2):
         raise ValueError(f"levels must be None or an integer >= 2; got {levels!r}")
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {name: f[name] for name in f.files}
+    arrays = _read_npz(path)
     if labels is not None and labels not in arrays:
         raise ValueError(f"labels {labels!r} not in {path}; arrays: {', '.join(arrays)}")
     labels = labels or ("labels" if "labels" in arrays else None)
@@ -135,10 +171,19 @@ def load_npz(path, key: str | None = None, labels: str | None = None, levels: in
         raise ValueError(f"key {key!r} not in {path}; arrays: {', '.join(data_keys)}")
     x = arrays[key]
     y = None if labels is None else arrays[labels]
+    for name, a in ((key, x), (labels, y)):
+        if a is not None and a.ndim == 0:
+            raise ValueError(f"npz: array {name!r} in {path} must have a batch dimension [n, ...]; got a 0-d "
+                             f"array (one value, {a.item()!r})")
     if y is not None and len(y) != len(x):
         raise ValueError(f"labels {labels!r} has {len(y)} entries for {len(x)} items of {key!r}")
     if np.issubdtype(x.dtype, np.floating):
         x = torch.as_tensor(x, dtype=torch.float32)
+        if levels is not None:
+            check_on_grid(x, levels)
+        else:
+            warn_if_quantized(x, f"float array {key!r} of {path} is taken as continuous (levels=None); pass "
+                                 "levels={levels} so that bits/dim use its quantisation", stacklevel=4)
     elif np.issubdtype(x.dtype, np.integer):
         levels = levels or 256
         if x.min() < 0 or x.max() >= levels:

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from . import Dataset
+from . import Dataset, check_sizes
 from .gmm import GaussianMixture
 
 _DT = torch.float64
@@ -104,9 +104,7 @@ def load_toy(shape: str = "moons", n_train: int = 20000, n_test: int = 5000, see
     """
     if shape not in SHAPES:
         raise ValueError(f"unknown toy shape {shape!r}; valid: {', '.join(SHAPES)}")
-    for arg, n in (("n_train", n_train), ("n_test", n_test)):
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"{arg} must be a positive integer; got {n!r}")
+    check_sizes(n_train=n_train, n_test=n_test)
     g = torch.Generator().manual_seed(seed)
     x, labels = SHAPES[shape](n_train + n_test, g)
     x = x.float()

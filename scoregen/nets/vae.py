@@ -24,6 +24,7 @@ bound on the discrete log P(x): no dequantisation, no bin-width term), and
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -78,11 +79,50 @@ def check_levels(levels) -> None:
         raise ValueError(f"levels must be an integer >= 2 or None (continuous data); got {levels!r}")
 
 
+GRID_ATOL = 1e-4  # how far from a grid point a value may be and still count as on the grid
+
+
 def check_on_grid(x: torch.Tensor, levels: int) -> None:
     """Raise unless x lies on the L-level grid (a discrete log-probability is meaningless off it)."""
-    if not torch.allclose(x, quantize(x, levels), atol=1e-4):
+    if not torch.allclose(x, quantize(x, levels), atol=GRID_ATOL):
         raise ValueError(f"x must lie on the {levels}-level grid 2k/(L-1)-1 (not dequantised); "
                          f"use levels=None for continuous data")
+
+
+class QuantizedDataWarning(UserWarning):
+    """Data that sit on a quantisation grid where a density of continuous (or dequantised) data is wanted.
+    Silence it with ``warnings.simplefilter("ignore", QuantizedDataWarning)``."""
+
+
+def grid_levels(x: torch.Tensor, max_levels: int = 256) -> int | None:
+    """The smallest L <= ``max_levels`` such that x looks quantised onto the L-level grid ``2k/(L-1)-1``:
+    at least two distinct values, repeated (at most a quarter as many distinct values as entries), all on
+    the grid. None for continuous or dequantised data. Sorts the first 65536 values to rule out continuous
+    data, then reads x whole for the candidate L; synchronises with the host."""
+    flat = x.detach().flatten()
+    if not flat.is_floating_point():
+        return None
+    head = flat[:65536]
+    values = torch.unique(head).double()
+    if not 2 <= values.numel() <= min(max_levels, head.numel() // 4):
+        return None
+    steps = torch.arange(1, max_levels, device=flat.device, dtype=torch.float64)[:, None]   # L - 1
+    k = ((values + 1) * steps / 2).round()                                               # [L - 1, distinct]
+    fits = ((2 * k / steps - 1 - values).abs() <= GRID_ATOL) & (k >= 0) & (k <= steps)
+    found = fits.all(1).nonzero()
+    if found.numel() == 0:
+        return None
+    levels = 2 + int(found[0])
+    return levels if bool(((flat - quantize(flat, levels)).abs() <= GRID_ATOL).all()) else None
+
+
+def warn_if_quantized(x: torch.Tensor, message: str, stacklevel: int = 3) -> None:
+    """A ``QuantizedDataWarning`` of ``message`` (formatted with ``levels``) when x looks quantised
+    (``grid_levels``)."""
+    levels = grid_levels(x)
+    if levels is not None:
+        warnings.warn(f"x lies on the {levels}-level grid 2k/(L-1)-1 (quantised data): "
+                      + message.format(levels=levels), QuantizedDataWarning, stacklevel=stacklevel)
 
 
 class VAE(nn.Module):
@@ -206,6 +246,10 @@ class VAE(nn.Module):
             raise ValueError(f"x must have shape [n, {', '.join(map(str, self.shape))}]; got {tuple(x.shape)}")
         if self.levels is not None:
             check_on_grid(x, self.levels)
+        else:
+            warn_if_quantized(x, "this VAE's decoder is a density (levels=None); dequantize x first "
+                                 "(scoregen.likelihood.dequantize(x, {levels})) and report "
+                                 "bits_per_dim(elbo, D, levels={levels})", stacklevel=4)
 
 
 def sample_vae(model, sde, x: torch.Tensor, *, steps: int, grid: str, mean: bool = True,

@@ -15,7 +15,10 @@ the default.
 
 Fixed-grid solvers step exactly on the grid points (no interior output points); adaptive ones
 pick their own steps with rtol/atol on the RMS norm of the whole batch and synchronise with the
-host to do so, as does torchdiffeq's fixed-grid loop when it compares times on a GPU.
+host to do so, as does torchdiffeq's fixed-grid loop when it compares times on a GPU. Since they
+sync anyway, adaptive solves also check their start (``check_state``) and every network output
+(``ProbabilityFlow(check_finite=True)``): a NaN or inf would otherwise shrink the step to zero and
+end in torchdiffeq's ``AssertionError: underflow in dt 0.0``.
 """
 from __future__ import annotations
 
@@ -32,11 +35,35 @@ SOLVERS = FIXED + ADAPTIVE
 VARIABLES = ("t", "log_snr", "edm")
 
 
-class ProbabilityFlow:
-    """The PF-ODE right-hand side in ``variable``; the state is x, or y = x / alpha for "edm"."""
+def _first_bad(x: torch.Tensor) -> str:
+    """"k of n values, the first at index (i, ...)": where a tensor is NaN or inf."""
+    bad = ~torch.isfinite(x)
+    return f"{int(bad.sum())} of {bad.numel()} values, the first at index {tuple(bad.nonzero()[0].tolist())}"
 
-    def __init__(self, model: Model, sde: VPSDE, variable: str, record: Recorder | None = None):
+
+def check_state(x: torch.Tensor, name: str = "x") -> None:
+    """Raise unless ``x`` is a floating tensor [n, ...] with n >= 1, all finite (one host sync)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating tensor; got dtype {x.dtype} (integer levels k of L: "
+                         f"scale them to [-1, 1] as 2k/(L-1) - 1 first)")
+    if x.dim() < 2:
+        raise ValueError(f"{name} must have shape [n, ...] with a batch dimension; got {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}): give at least one point")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} has NaN/inf values ({_first_bad(x)})")
+
+
+class ProbabilityFlow:
+    """The PF-ODE right-hand side in ``variable``; the state is x, or y = x / alpha for "edm".
+    ``check_finite``: raise on a non-finite network output (a host sync per call: adaptive solvers only)."""
+
+    def __init__(self, model: Model, sde: VPSDE, variable: str, record: Recorder | None = None,
+                 check_finite: bool = False):
         self.model, self.sde, self.variable, self.record = model, sde, variable, record
+        self.check_finite = check_finite
 
     def v_of_t(self, t: torch.Tensor) -> torch.Tensor:
         if self.variable == "t":
@@ -58,6 +85,10 @@ class ProbabilityFlow:
         t = self.t_of_v(v)
         x = self.scale(t) * y
         eps = self.model(x, t)
+        if self.check_finite and not bool(torch.isfinite(eps).all()):
+            where = "" if bool(torch.isfinite(x).all()) else f"; its input x_t had NaN/inf ({_first_bad(x)})"
+            raise ValueError(f"eps_model returned NaN/inf at t={float(t):.4g} during the adaptive ODE solve "
+                             f"({_first_bad(eps)}){where}")
         if self.variable == "edm":
             return eps
         sigma = self.sde.sigma(t)
@@ -76,9 +107,10 @@ def odeint_pf(model: Model, sde: VPSDE, x: torch.Tensor, times: torch.Tensor, *,
               record: Recorder | None = None) -> torch.Tensor:
     """Solve the PF-ODE from times[0] to times[-1] (either direction): a fixed-grid solver steps
     on every point of ``times``; an adaptive one (rtol, atol) uses only the end points."""
-    flow = ProbabilityFlow(model, sde, variable, record)
+    flow = ProbabilityFlow(model, sde, variable, record, check_finite=solver in ADAPTIVE)
     times = times.to(dtype=torch.float64)
     if solver in ADAPTIVE:
+        check_state(x)
         times = times[[0, -1]]
         if record is not None:
             flow.callback_accept_step = flow.record_step
