@@ -3,8 +3,8 @@ registered in ``COMMANDS``; heavy imports happen inside ``_run_X`` so that ``--h
 
 A user error (a bad argument, a missing or unreadable file, a destination that cannot be written) is one
 line on stderr, ``scoregen: error: <message>``, and exit status 2; a failure of the machine (a full disk)
-or of the run (a diverged loss) is one line and status 1; Ctrl-C is one line and status 130. ``--debug`` (or ``SCOREGEN_DEBUG=1``) shows
-the full traceback instead. Every destination is checked before any work is done.
+or of the run (a diverged loss) is one line and status 1; Ctrl-C is one line and status 130. ``--debug``
+(or ``SCOREGEN_DEBUG=1``) shows the full traceback instead. Every destination is checked before any work.
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+MACHINE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO)  # OSErrors of the machine, not of the user's input
 
 
 class _Parser(argparse.ArgumentParser):
@@ -311,8 +313,6 @@ COMMANDS = {"train": (_add_train, _run_train), "export": (_add_export, _run_expo
 
 def main(argv=None):
     """The ``scoregen`` command (see the module docstring for its errors and exit statuses)."""
-    from .train import Interrupted
-
     parser = _Parser(prog="scoregen", description="Continuous-time diffusion models: train, sample, compare.")
     debug = dict(action="store_true", help="show full tracebacks (also SCOREGEN_DEBUG=1)")
     parser.add_argument("--debug", **debug)
@@ -324,17 +324,14 @@ def main(argv=None):
         return COMMANDS[args.command][1](args)
     try:
         COMMANDS[args.command][1](args)
-    except KeyboardInterrupt as e:  # training's Interrupted says where its checkpoint is
-        print(f"scoregen: {e if isinstance(e, Interrupted) else 'interrupted'}", file=sys.stderr)
+    except KeyboardInterrupt as e:  # training's Interrupted says where its checkpoint is; Ctrl-C says nothing
+        print(f"scoregen: {str(e) or 'interrupted'}", file=sys.stderr)
         sys.exit(130)
     except (ValueError, OSError, FloatingPointError) as e:
         print(f"scoregen: error: {_message(e)}", file=sys.stderr)
         # 2: the user's input (arguments, files, destinations; CheckpointError is a ValueError);
         # 1: the machine (a full disk, an I/O error) or the run (a diverged loss)
         sys.exit(1 if isinstance(e, FloatingPointError) or getattr(e, "errno", None) in MACHINE_ERRNOS else 2)
-
-
-MACHINE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
 
 
 def _message(e: Exception) -> str:

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from .checkpoint import TrainConfig, read_checkpoint, save_checkpoint
-from .devices import resolve_device
 from .data import load_dataset
+from .devices import resolve_device
 from .nets import PRESETS, build_model
 from .nets.unet import layout_for
 from .outputs import sample_png, write_atomic

@@ -126,3 +126,13 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
                    capsys, status=1)
     assert err == f"scoregen: error: cannot write {tmp_path / 'x.png'}: No space left on device"
     assert not list(tmp_path.iterdir())
+
+
+def test_ctrl_c_is_one_line_with_status_130(monkeypatch, capsys):
+    from scoregen import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "sample", (cli.COMMANDS["sample"][0], interrupted))
+    assert error_of(["sample"], capsys, status=130) == "scoregen: interrupted"
