@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .checks import check_types
 from .devices import resolve_device
 from .nets import build_model
 from .outputs import write_atomic
@@ -24,12 +25,6 @@ VERSION = 1
 
 class CheckpointError(ValueError):
     """A file that is not a readable scoregen checkpoint."""
-
-
-# TrainConfig's annotations (strings, as ``from __future__ import annotations`` leaves them) -> JSON types
-_FIELD_TYPES = {"str": ((str,), "a string"), "dict": ((dict,), "an object"), "int": ((int,), "an integer"),
-                "float": ((float, int), "a number"), "bool": ((bool,), "true or false"),
-                "str | None": ((str, type(None)), "a string or null")}
 
 
 @dataclass
@@ -70,10 +65,7 @@ class TrainConfig:
     RESUMABLE = ("steps", "log_every", "sample_every", "ckpt_every", "out", "device")
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            value, (allowed, what) = getattr(self, f.name), _FIELD_TYPES[f.type]
-            if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
-                raise ValueError(f"config field {f.name!r} must be {what}; got {value!r} ({type(value).__name__})")
+        check_types(TrainConfig, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "config field")
         positive = ("steps", "batch_size", "log_every")
         non_negative = ("warmup", "sample_every", "ckpt_every", "weight_decay", "grad_clip")
         for name in positive + non_negative:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torchdiffeq import odeint
 
-from .data import check_sizes
+from .checks import check_sizes
 from .nets.vae import QuantizedDataWarning  # noqa: F401  (re-exported: what quantised x is warned with)
 from .nets.vae import check_levels, check_on_grid, discretized_gaussian_log_prob, warn_if_quantized
 from .samplers.common import Model, model_device_dtype

@@ -312,14 +312,14 @@ def test_unknown_options_are_named_with_the_loaders_valid_ones():
 
 
 @pytest.mark.parametrize("name, options, message", [
-    ("gmm", {"n_train": "100"}, r"option 'n_train' of data set 'gmm' must be int; got '100' \(str\)"),
-    ("gmm", {"seed": 1.5}, r"option 'seed' of data set 'gmm' must be int; got 1.5 \(float\)"),
-    ("toy", {"shape": ["moons"]}, r"option 'shape' of data set 'toy' must be str; got \['moons'\] \(list\)"),
-    ("digits", {"test_fraction": "0.2"}, r"option 'test_fraction' of data set 'digits' must be float; got '0.2'"),
-    ("cartoon", {"size": 32.0}, r"option 'size' of data set 'cartoon' must be int; got 32.0 \(float\)"),
-    ("cartoon", {"n": True}, r"option 'n' of data set 'cartoon' must be int; got True \(bool\)"),
-    ("npz", {"path": 3}, r"option 'path' of data set 'npz' must be str or os.PathLike; got 3 \(int\)"),
-    ("npz", {"path": "f.npz", "levels": 17.0}, r"option 'levels' of data set 'npz' must be int or None; got 17.0"),
+    ("gmm", {"n_train": "100"}, r"data set 'gmm': option 'n_train' must be an integer; got '100' \(str\)"),
+    ("gmm", {"seed": 1.5}, r"data set 'gmm': option 'seed' must be an integer; got 1.5 \(float\)"),
+    ("toy", {"shape": ["moons"]}, r"data set 'toy': option 'shape' must be a string; got \['moons'\] \(list\)"),
+    ("digits", {"test_fraction": "0.2"}, r"data set 'digits': option 'test_fraction' must be a number; got '0.2'"),
+    ("cartoon", {"size": 32.0}, r"data set 'cartoon': option 'size' must be an integer; got 32.0 \(float\)"),
+    ("cartoon", {"n": True}, r"data set 'cartoon': option 'n' must be an integer; got True \(bool\)"),
+    ("npz", {"path": 3}, r"data set 'npz': option 'path' must be a string or a path; got 3 \(int\)"),
+    ("npz", {"path": "f.npz", "levels": 17.0}, r"data set 'npz': option 'levels' must be an integer or null; got 17.0"),
     ("gmm", {"n_train": 0}, "n_train must be a positive integer; got 0"),
     ("cartoon", {"n": 4, "seed": -1}, "seed must be a non-negative integer; got -1"),
 ])

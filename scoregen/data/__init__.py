@@ -13,13 +13,11 @@ of images) and ``npz`` (an array file), both in ``files.py``.
 from __future__ import annotations
 
 import inspect
-import os
-import types
-import typing
 from dataclasses import dataclass, field
 
 import torch
 
+from ..checks import check_sizes, check_types
 from .gmm import GaussianMixture, gaussian, preset
 
 
@@ -54,13 +52,6 @@ class Dataset:
         return self.train.dim() == 4
 
 
-def check_sizes(**sizes) -> None:
-    """Raise unless every ``name=value`` is a positive integer (the sizes of splits, say)."""
-    for arg, n in sizes.items():
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"{arg} must be a positive integer; got {n!r}")
-
-
 def _gmm(mixture: str = "gmm2d", n_train: int = 20000, n_test: int = 5000, seed: int = 0) -> Dataset:
     """Draws from a named Gaussian mixture (see ``gmm.preset``), with the mixture as oracle."""
     check_sizes(n_train=n_train, n_test=n_test)
@@ -80,23 +71,6 @@ _LOADERS = {"gmm": _gmm, "digits": load_digits, "toy": load_toy, "cartoon": load
             "folder": load_folder, "npz": load_npz}
 
 
-def _type_name(kind) -> str:
-    if kind is type(None) or kind is os.PathLike:
-        return "None" if kind is type(None) else "os.PathLike"
-    return getattr(kind, "__name__", str(kind))
-
-
-def _is_instance(value, kind) -> bool:
-    """``isinstance`` for a loader's annotations: no bool for int or float, an int for a float."""
-    if kind is type(None):
-        return value is None
-    if kind in (int, float) and isinstance(value, bool):
-        return False
-    if kind is float:
-        return isinstance(value, (int, float))
-    return not isinstance(kind, type) or isinstance(value, kind)
-
-
 def check_options(name: str, options: dict) -> None:
     """Raise unless ``options`` are parameters of data set ``name``'s loader, of its annotated types."""
     loader = _LOADERS[name]
@@ -105,16 +79,7 @@ def check_options(name: str, options: dict) -> None:
     if unknown:
         raise ValueError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for "
                          f"data set {name!r}; valid: {', '.join(params)}")
-    hints = typing.get_type_hints(loader)
-    for key, value in options.items():
-        hint = hints.get(key)
-        if hint is None:
-            continue
-        union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
-        kinds = typing.get_args(hint) if union else (hint,)
-        if not any(_is_instance(value, kind) for kind in kinds):
-            raise ValueError(f"option {key!r} of data set {name!r} must be {' or '.join(map(_type_name, kinds))}; "
-                             f"got {value!r} ({type(value).__name__})")
+    check_types(loader, options, f"data set {name!r}: option")
 
 
 def load_dataset(name: str, **options) -> Dataset:

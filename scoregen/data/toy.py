@@ -10,7 +10,8 @@ import math
 
 import torch
 
-from . import Dataset, check_sizes
+from ..checks import check_sizes
+from . import Dataset
 from .gmm import GaussianMixture
 
 _DT = torch.float64

@@ -1,0 +1,47 @@
+"""Argument checks shared across the package: positive sizes, and values against their annotations.
+
+Both raise a ValueError that names the argument, what is allowed and what was given. Values come from
+JSON or the command line, so the rules are JSON's: an int is a number, a bool is neither.
+"""
+from __future__ import annotations
+
+import os
+import types
+import typing
+
+
+def check_sizes(**sizes) -> None:
+    """Raise unless every ``name=value`` is a positive integer (the sizes of splits and batches, say)."""
+    for name, n in sizes.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{name} must be a positive integer; got {n!r}")
+
+
+_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "an object",
+          list: "a list", type(None): "null", os.PathLike: "a path"}
+
+
+def _matches(value, kind) -> bool:
+    """``isinstance`` by JSON's rules: no bool for int or float, an int for a float; generics pass."""
+    if kind is type(None):
+        return value is None
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, (int, float))
+    return not isinstance(kind, type) or isinstance(value, kind)
+
+
+def check_types(owner, values: dict, what: str) -> None:
+    """Raise unless each ``values[name]`` matches the annotation of ``name`` on ``owner`` (a function or a
+    class; unions allowed); ``what`` names the values in the message, e.g. ``"config field"``."""
+    hints = typing.get_type_hints(owner)
+    for name, value in values.items():
+        hint = hints.get(name)
+        if hint is None:
+            continue
+        union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        kinds = typing.get_args(hint) if union else (hint,)
+        if not any(_matches(value, kind) for kind in kinds):
+            allowed = " or ".join(_NAMES.get(kind, getattr(kind, "__name__", str(kind))) for kind in kinds)
+            raise ValueError(f"{what} {name!r} must be {allowed}; got {value!r} ({type(value).__name__})")
