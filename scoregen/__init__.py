@@ -13,12 +13,12 @@ _EXPORTS = {
     "GaussianMixture": "data", "load_dataset": "data", "Dataset": "data",
     "sample": "samplers", "SampleResult": "samplers", "METHODS": "samplers", "GRIDS": "samplers",
     "log_likelihood": "likelihood", "ddpm_bound": "likelihood", "bits_per_dim": "likelihood",
-    "QuantizedDataWarning": "likelihood",
+    "QuantizedDataWarning": "quantization",
     "build_model": "nets",
     "TrainConfig": "checkpoint", "load_checkpoint": "checkpoint",
 }
 _SUBMODULES = ("sde", "data", "nets", "samplers", "likelihood", "metrics", "features", "control", "train",
-               "checkpoint", "compare", "outputs")
+               "checkpoint", "compare", "outputs", "quantization")
 __all__ = sorted(_EXPORTS)
 
 

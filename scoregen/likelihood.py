@@ -27,8 +27,8 @@ import torch
 from torchdiffeq import odeint
 
 from .checks import check_sizes
-from .nets.vae import QuantizedDataWarning  # noqa: F401  (re-exported: what quantised x is warned with)
-from .nets.vae import check_levels, check_on_grid, discretized_gaussian_log_prob, warn_if_quantized
+from .nets.vae import discretized_gaussian_log_prob
+from .quantization import check_levels, check_on_grid, warn_if_quantized
 from .samplers.common import Model, model_device_dtype
 from .samplers.ode import ADAPTIVE, ProbabilityFlow, check_state
 from .sde import VPSDE

@@ -64,6 +64,8 @@ DIGITS, VAE = str(SHIPPED / "digits.pt"), str(SHIPPED / "digits-vae.pt")
     (["likelihood", "--vae-ckpt", DIGITS], "--vae-ckpt .*digits.pt holds an eps-network, not a VAE; use it as --ckpt"),
     (["likelihood", "--ckpt", VAE], "--ckpt .*digits-vae.pt holds a VAE, not an eps-network"),
     (["likelihood", "--vae-ckpt", VAE, "-n", "-1"], "argument -n: must be an integer >= 1; got '-1'"),
+    pytest.param(["likelihood", "--vae-ckpt", VAE, "--device", "cuda:0"], "CUDA is not available here",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here")),
     (["likelihood", "--vae-ckpt", VAE, "--batch-size", "0"], "argument --batch-size: must be an integer >= 1"),
     (["train", "--steps", "ten"], "argument --steps: must be an integer >= 1; got 'ten'"),
     (["compare", "--samplers", "ddpm,gan", "--quick"], "unknown sampler.*'gan'"),

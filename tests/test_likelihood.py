@@ -346,7 +346,7 @@ def test_fixed_step_likelihood_and_the_bound_refuse_a_non_finite_result():
 
 
 def test_grid_levels_finds_quantised_data_and_only_those():
-    from scoregen.nets.vae import grid_levels
+    from scoregen.quantization import grid_levels
 
     digits = sg.load_dataset("digits").test
     assert grid_levels(digits) == 17 and grid_levels(digits[:1]) == 17                       # one image: 64 values
@@ -363,7 +363,7 @@ def test_grid_levels_finds_quantised_data_and_only_those():
 
 def test_quantised_x_warns_with_the_fix():
     """A density of undequantised data (log_likelihood, a levels=None bound, a density-decoder VAE) is meaningless."""
-    from scoregen.likelihood import QuantizedDataWarning
+    from scoregen.quantization import QuantizedDataWarning
     from scoregen.nets.vae import linear_vae
 
     levels = 17

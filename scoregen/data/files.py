@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import torch
 
-from ..nets.vae import check_on_grid, warn_if_quantized
+from ..quantization import check_on_grid, warn_if_quantized
 from . import Dataset
 
 
