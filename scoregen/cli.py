@@ -68,7 +68,8 @@ def _add_train(sub):
     p.add_argument("--schedule", choices=("linear", "cosine"), help="noise schedule (default: linear)")
     for flag, type_, help_ in [("--steps", _count(1), "total optimiser steps"),
                                ("--batch-size", _count(1), "batch size"),
-                               ("--lr", float, "peak AdamW learning rate"), ("--warmup", _count(0), "linear warm-up steps"),
+                               ("--lr", float, "peak AdamW learning rate"),
+                               ("--warmup", _count(0), "linear warm-up steps"),
                                ("--ema-decay", float, "EMA decay"),
                                ("--grad-clip", float, "gradient-norm clip (0: off)"),
                                ("--t-min", float, "smallest training time"), ("--seed", int, "random seed"),

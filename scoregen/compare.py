@@ -39,8 +39,8 @@ from pathlib import Path
 import torch
 
 from .checkpoint import TrainConfig, load_checkpoint, read_checkpoint
-from .devices import resolve_device
 from .data import load_dataset
+from .devices import resolve_device
 from .features import FeatureNet, InceptionFeatures, default_cache_dir
 from .metrics import floor, frechet_distance, image_metrics, sample_metrics
 from .nets import PRESETS

@@ -86,9 +86,9 @@ def tile(x: torch.Tensor, cols: int) -> torch.Tensor:
 
 
 def sample_png(x: torch.Tensor) -> bytes:
-    """A PNG of samples: all n images [n, C, H, W] in [-1, 1] in a near-square grid (ceil(sqrt(n)) columns),
-    each tile in a grey frame and pixels upscaled (nearest) to about 256 pixels a side, or a scatter of the first two coordinates of
-    points [n, d]."""
+    """A PNG of samples: all n images [n, C, H, W] in [-1, 1] in a near-square grid (ceil(sqrt(n))
+    columns), each tile in a grey frame and pixels upscaled (nearest) to about 256 pixels a side, or a
+    scatter of the first two coordinates of points [n, d]."""
     x = x.detach().float().cpu()
     buf = io.BytesIO()
     if x.dim() == 4:
