@@ -1,0 +1,110 @@
+"""Golden samples: every sampler, on the shipped digits network (float32) and on the mixture oracle
+(float64), from fixed seeds, against samples recorded before the sampler contract was restructured
+(issue 12). A refactoring of the samplers must leave these bitwise unchanged, and the NFE counts too.
+
+Bitwise equality holds on the machine class that recorded them (the CPU capability is saved with them);
+elsewhere a different vector unit may round differently, and the samples are compared to 1e-5 relative.
+
+``python tests/test_golden.py --write`` re-records them: only when a change is meant to alter samples,
+and say so in the commit.
+"""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import scoregen as sg
+from scoregen.data.gmm import preset
+
+GOLDEN = Path(__file__).parent / "golden" / "samplers.pt"
+DIGITS = Path(sg.__file__).parent / "checkpoints" / "digits.pt"
+
+# (method, steps, options): every sampler, every ddpm variance, DDIM with and without noise, every SDE solver
+# on the uniform grid, every ODE solver (fixed and adaptive) and variable, and every grid for ddpm, ddim, ode
+CASES = [("ddpm", 10, {}), ("ddpm", 10, {"variance": "beta"}), ("ddpm", 8, {"grid": "karras"}),
+         ("ddpm", 6, {"grid": "quadratic"}), ("ddim", 10, {}), ("ddim", 10, {"eta": 0.5}),
+         ("ddim", 7, {"grid": "log_snr"}), ("ddim", 7, {"grid": "karras", "eta": 1.0})]
+CASES += [("sde", 10, {"solver": s}) for s in ("euler", "milstein", "srk", "heun", "midpoint", "reversible_heun")]
+CASES += [("sde", 10, {"final_denoise": False})]
+CASES += [("ode", 5, {"solver": s}) for s in ("euler", "midpoint", "heun2", "heun3", "rk4")]
+CASES += [("ode", 5, {"solver": "heun2", "variable": v}) for v in ("log_snr", "edm")]
+CASES += [("ode", 5, {"solver": "heun2", "grid": g}) for g in ("quadratic", "log_snr", "karras")]
+CASES += [("ode", 5, {"final_denoise": False}), ("ode", None, {"solver": "dopri5", "rtol": 1e-3, "atol": 1e-3}),
+          ("ode", None, {"solver": "bosh3", "rtol": 1e-3, "atol": 1e-3})]
+TRAJECTORIES = [("ddpm", 10, {}), ("ddim", 7, {"grid": "karras"}), ("sde", 10, {"solver": "heun"}),
+                ("ode", 5, {"solver": "rk4"})]
+
+
+def _models():
+    model, sde, _ = sg.load_checkpoint(DIGITS, device="cpu")
+    mix = preset("gmm2d")
+    return {"digits": (model, sde, (3, *model.shape), {}),
+            "oracle": (mix.eps_model(sg.VPSDE()), sg.VPSDE(), (5, 2), {"dtype": torch.float64})}
+
+
+def _key(model: str, method: str, steps, options: dict, trajectory: bool = False) -> str:
+    return f"{model}/{method}/{steps}/{sorted(options.items())}" + ("/trajectory" if trajectory else "")
+
+
+def _run(model, sde, shape, kw, method, steps, options, trajectory=False):
+    res = sg.sample(model, sde, shape, method, steps, generator=torch.Generator().manual_seed(7),
+                    return_trajectory=trajectory, **kw, **options)
+    out = {"x": res.x, "nfe": res.nfe}
+    if trajectory:
+        out.update(t=res.trajectory.t, xs=res.trajectory.x)
+    return out
+
+
+def record() -> dict:
+    torch.set_num_threads(1)
+    runs = {}
+    for name, (model, sde, shape, kw) in _models().items():
+        for method, steps, options in CASES:
+            runs[_key(name, method, steps, options)] = _run(model, sde, shape, kw, method, steps, options)
+        for method, steps, options in TRAJECTORIES:
+            runs[_key(name, method, steps, options, True)] = _run(model, sde, shape, kw, method, steps, options, True)
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": str(torch.__version__), "runs": runs}
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return torch.load(GOLDEN, weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def models():
+    return _models()
+
+
+def _same(a: torch.Tensor, b: torch.Tensor, bitwise: bool) -> bool:
+    return torch.equal(a, b) if bitwise else torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["digits", "oracle"])
+@pytest.mark.parametrize("method, steps, options", CASES, ids=[_key("", *c) for c in CASES])
+def test_samples_and_nfe_are_unchanged(golden, models, name, method, steps, options):
+    model, sde, shape, kw = models[name]
+    want = golden["runs"][_key(name, method, steps, options)]
+    got = _run(model, sde, shape, kw, method, steps, options)
+    bitwise = golden["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert got["nfe"] == want["nfe"]
+    assert _same(got["x"], want["x"], bitwise), (got["x"] - want["x"]).abs().max()
+
+
+@pytest.mark.parametrize("name", ["digits", "oracle"])
+@pytest.mark.parametrize("method, steps, options", TRAJECTORIES, ids=[_key("", *c) for c in TRAJECTORIES])
+def test_trajectories_are_unchanged(golden, models, name, method, steps, options):
+    model, sde, shape, kw = models[name]
+    want = golden["runs"][_key(name, method, steps, options, True)]
+    got = _run(model, sde, shape, kw, method, steps, options, True)
+    bitwise = golden["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert got["nfe"] == want["nfe"] and got["xs"].shape == want["xs"].shape
+    assert torch.allclose(got["t"].double(), want["t"].double(), rtol=1e-6, atol=0)
+    assert _same(got["xs"], want["xs"], bitwise)
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
+    GOLDEN.parent.mkdir(exist_ok=True)
+    torch.save(record(), GOLDEN)
+    print(f"wrote {GOLDEN} ({GOLDEN.stat().st_size / 1e3:.0f} kB)")
