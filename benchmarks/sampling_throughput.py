@@ -263,7 +263,7 @@ def scipy_pf_ode(eps, sde, shape, device, rtol: float, atol: float, t_min: float
     """The PF-ODE from t = 1 to t_min by scipy's RK45 on a float64 host state, one device round trip
     per evaluation (score_sde_pytorch's ``get_ode_sampler``); the right-hand side is scoregen's."""
     from scipy.integrate import solve_ivp
-    flow = ProbabilityFlow(Model(eps, device, torch.float32), sde, "t")
+    flow = ProbabilityFlow(Model(eps, sde, device, torch.float32), "t")
     x1 = sde.prior_sample(shape, generator=torch.Generator(device).manual_seed(0), device=device)
 
     def rhs(t, y):
@@ -519,7 +519,7 @@ def parse_args(argv=None):
                    help="PF-ODE torchdiffeq-vs-scipy pairs (model must be in --models); default %(default)s")
     p.add_argument("--rtol", type=float, default=1e-5)
     p.add_argument("--atol", type=float, default=1e-5)
-    p.add_argument("--t-min", type=float, default=1e-3)
+    p.add_argument("--t-min", type=float, default=sg.T_MIN)
     p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
     p.add_argument("--calls", type=int, default=10, help="network calls per timed block for ms/call")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")

@@ -29,7 +29,7 @@ def main():
     parser.add_argument("--vae-ckpt", type=Path, help="a VAE checkpoint (scoregen train --model vae)")
     parser.add_argument("--n", type=int, default=None, help="test images (default: all 359)")
     parser.add_argument("--probes", type=int, default=2, help="Hutchinson probes per image")
-    parser.add_argument("--t-min", type=float, default=1e-3, help="PF-ODE start time (the model's training t_min)")
+    parser.add_argument("--t-min", type=float, default=sg.T_MIN, help="PF-ODE start time (the model's training t_min)")
     parser.add_argument("--sample-steps", type=int, default=100,
                         help="DDPM bound: steps importance-sampled per image (0: all 1000)")
     parser.add_argument("--json", type=Path, help="write the rows here")

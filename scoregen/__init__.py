@@ -9,7 +9,7 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "VPSDE": "sde",
+    "VPSDE": "sde", "T_MIN": "sde",
     "GaussianMixture": "data", "load_dataset": "data", "Dataset": "data",
     "sample": "samplers", "SampleResult": "samplers", "METHODS": "samplers", "GRIDS": "samplers",
     "log_likelihood": "likelihood", "ddpm_bound": "likelihood", "bits_per_dim": "likelihood",

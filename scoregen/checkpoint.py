@@ -17,7 +17,7 @@ from .checks import check_types
 from .devices import resolve_device
 from .nets import build_model
 from .outputs import write_atomic
-from .sde import VPSDE
+from .sde import T_MIN, VPSDE
 
 FORMAT = "scoregen-checkpoint"
 VERSION = 1
@@ -33,8 +33,8 @@ class TrainConfig:
 
     ``model`` is a ``build_model`` config; ``{}`` means the default for the data set: the preset named
     after it if there is one, else a U-Net for images and an MLP for vectors, sized to the data.
-    ``sde`` holds ``VPSDE`` keyword arguments. ``t_min``: training times are t ~ U(t_min, 1); 1e-3 is
-    DDPM's first step t_1 = 1/1000 (sigma = 0.01), the smallest time a sampler evaluates the network at.
+    ``sde`` holds ``VPSDE`` keyword arguments. ``t_min``: training times are
+    t ~ U(t_min, 1) (default ``sde.T_MIN``); sampling and likelihoods of the checkpoint use the same t_min.
     ``ema_decay``: the EMA uses ``min(ema_decay, (1 + step) / (10 + step))``, so short runs are not
     dominated by the initial weights. ``amp``: bf16 autocast, on CUDA only. ``device``: None is CUDA if
     available, else CPU. ``sample_every`` / ``ckpt_every``: 0 turns sample grids off / checkpoints only
@@ -52,7 +52,7 @@ class TrainConfig:
     warmup: int = 500
     ema_decay: float = 0.999
     grad_clip: float = 1.0
-    t_min: float = 1e-3
+    t_min: float = T_MIN
     seed: int = 0
     amp: bool = True
     log_every: int = 50

@@ -136,16 +136,19 @@ def _run_export(args):
 
 
 def _add_sample(sub):
-    p = sub.add_parser("sample", help="draw samples from a checkpoint with any sampler",
-                       description="Sample a trained model. Without a checkpoint, list the samplers, their "
-                                   "options and the grids.")
-    p.add_argument("checkpoint", type=Path, nargs="?", help="e.g. runs/digits/ckpt.pt or scoregen/checkpoints/digits.pt")
+    p = sub.add_parser("sample", help="draw samples from a checkpoint: an eps-network with any sampler, a VAE",
+                       description="Sample a trained model: an eps-network with any sampler (at the t_min it was "
+                                   "trained with), a VAE in one decoder call. Without a checkpoint, list the "
+                                   "samplers, their options and the grids.")
+    p.add_argument("checkpoint", type=Path, nargs="?",
+                   help="e.g. runs/digits/ckpt.pt or scoregen/checkpoints/digits.pt")
     p.add_argument("--ckpt", type=Path, help="the checkpoint, as an option")
-    p.add_argument("--method", default="ddim", help="ddpm, ddim, sde, ode or vae (default: ddim)")
+    p.add_argument("--method", help="sampler of an eps-network (default: ddim; `scoregen sample` lists them)")
     p.add_argument("--steps", type=_count(1), help="number of steps (default: the method's)")
-    p.add_argument("--grid", default="uniform", help="uniform, quadratic, log_snr or karras (default: uniform)")
+    p.add_argument("--grid", help="time grid of the sampler (default: uniform; `scoregen sample` lists them)")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="method option, e.g. -o eta=0.5 -o solver=dopri5 -o rtol=1e-4 (repeatable)")
+                   help="method option, e.g. -o eta=0.5 -o solver=dopri5 -o rtol=1e-4; a VAE's: -o mean=False "
+                        "(repeatable)")
     p.add_argument("-n", "--n", type=_count(1), default=64, help="number of samples (default: 64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
@@ -177,18 +180,6 @@ SAMPLE_FLAGS = {"steps": "--steps", "grid": "--grid", "method": "--method", "sha
                 "device": "--device", "dtype": "(the checkpoint's)", "return_trajectory": "(not a CLI option)"}
 
 
-def _load(path, device, *, vae: bool, flag: str):
-    """``(model, sde)`` of checkpoint ``path``, which must hold a VAE (``vae``) or an eps-network."""
-    from .checkpoint import load_checkpoint
-    from .nets.vae import VAE
-
-    model, sde, _ = load_checkpoint(path, device=device)
-    if isinstance(model, VAE) != vae:
-        what, use = ("a VAE", "--vae-ckpt / --method vae") if not vae else ("an eps-network", "--ckpt")
-        raise ValueError(f"{flag} {path} holds {what}, not {'a VAE' if vae else 'an eps-network'}; use it as {use}")
-    return model, sde
-
-
 def _run_sample(args):
     if args.checkpoint and args.ckpt:
         raise ValueError("give the checkpoint once: as an argument or as --ckpt")
@@ -202,21 +193,30 @@ def _run_sample(args):
     import numpy as np
     import torch
 
+    from .models import kind_of, load_checked, vae_options
     from .outputs import check_writable, sample_png, write_atomic
     from .samplers import sample
 
     options = parse_options(args.option, reserved=SAMPLE_FLAGS)
     check_writable(args.out)
-    model, sde = _load(args.checkpoint, args.device, vae=args.method == "vae", flag="checkpoint")
-    device = next(model.parameters()).device
-    res = sample(model, sde, (args.n, *model.shape), args.method, args.steps, grid=args.grid,
-                 generator=torch.Generator(device).manual_seed(args.seed), **options)
-    if args.out.suffix == ".npz":
-        write_atomic(args.out, lambda f: np.savez(f, x=res.x.float().cpu().numpy(), nfe=res.nfe,
-                                                  options=json.dumps(res.options)))
+    model, sde, config, _ = load_checked(args.checkpoint, device=args.device)
+    g = torch.Generator(next(model.parameters()).device).manual_seed(args.seed)
+    if kind_of(model) == "vae":
+        if any(flag is not None for flag in (args.method, args.steps, args.grid)):
+            raise ValueError(f"checkpoint {args.checkpoint} holds a VAE, sampled in one decoder call: "
+                             "--method/--steps/--grid do not apply")
+        options = vae_options(options)
+        x, nfe, label, options = model.sample(args.n, generator=g, **options), 1, "vae", {"kind": "vae", **options}
     else:
-        write_atomic(args.out, sample_png(res.x))
-    print(f"{args.n} samples by {args.method} ({res.nfe} NFE) -> {args.out}")
+        label = args.method or "ddim"
+        options = {"t_min": config.t_min, **options, **({"grid": args.grid} if args.grid else {})}
+        res = sample(model, sde, (args.n, *model.shape), label, steps=args.steps, generator=g, **options)
+        x, nfe, options = res.x, res.nfe, res.options
+    if args.out.suffix == ".npz":
+        write_atomic(args.out, lambda f: np.savez(f, x=x.float().cpu().numpy(), nfe=nfe, options=json.dumps(options)))
+    else:
+        write_atomic(args.out, sample_png(x))
+    print(f"{args.n} samples by {label} ({nfe} NFE) -> {args.out}")
 
 
 def _add_likelihood(sub):
@@ -230,7 +230,7 @@ def _add_likelihood(sub):
     p.add_argument("-n", type=_count(1), help="held-out points (default: all)")
     p.add_argument("--divergence", choices=("exact", "hutchinson"), default="hutchinson")
     p.add_argument("--probes", type=_count(1), default=1, help="Hutchinson probes per point (default: 1)")
-    p.add_argument("--t-min", type=float, default=1e-3, help="where the PF-ODE starts (default: 1e-3)")
+    p.add_argument("--t-min", type=float, help="where the PF-ODE starts (default: the checkpoint's training t_min)")
     p.add_argument("--bound-steps", type=_count(2), default=1000, help="K of the DDPM bound (default: 1000)")
     p.add_argument("--sample-steps", type=_count(1), help="importance-sample this many of the K steps (default: all)")
     p.add_argument("--iwae-k", type=_count(1), default=100, help="samples of the IWAE bound (default: 100)")
@@ -248,18 +248,22 @@ def _run_likelihood(args):
 
     from .data import load_dataset
     from .likelihood import likelihood_table, markdown_table
+    from .models import load_checked
     from .outputs import check_writable, write_atomic
 
     if args.out:
         check_writable(args.out)
     data = load_dataset(args.dataset, **dataset_options(args))
-    model, sde = _load(args.ckpt, args.device, vae=False, flag="--ckpt") if args.ckpt else (None, None)
-    vae = _load(args.vae_ckpt, args.device, vae=True, flag="--vae-ckpt")[0] if args.vae_ckpt else None
-    device = next((model or vae).parameters()).device
-    rows = likelihood_table(data.test[:args.n], levels=data.levels, eps_model=model, sde=sde, vae=vae,
-                            divergence=args.divergence, probes=args.probes, t_min=args.t_min,
-                            bound_steps=args.bound_steps, sample_steps=args.sample_steps, iwae_k=args.iwae_k,
-                            batch_size=args.batch_size, generator=torch.Generator(device).manual_seed(args.seed))
+    names = {"eps": "--ckpt", "vae": "--vae-ckpt"}
+    eps = load_checked(args.ckpt, "eps", device=args.device, names=names) if args.ckpt else None
+    vae = load_checked(args.vae_ckpt, "vae", device=args.device, names=names).model if args.vae_ckpt else None
+    diffusion = {} if eps is None else dict(eps_model=eps.model, sde=eps.sde,
+                                            t_min=eps.config.t_min if args.t_min is None else args.t_min)
+    device = next((eps.model if eps else vae).parameters()).device
+    rows = likelihood_table(data.test[:args.n], levels=data.levels, vae=vae, divergence=args.divergence,
+                            probes=args.probes, bound_steps=args.bound_steps, sample_steps=args.sample_steps,
+                            iwae_k=args.iwae_k, batch_size=args.batch_size,
+                            generator=torch.Generator(device).manual_seed(args.seed), **diffusion)
     print(markdown_table(rows), end="")
     if args.out:
         write_atomic(args.out, json.dumps(rows, indent=1).encode())
@@ -294,17 +298,40 @@ def _add_compare(sub):
     return p
 
 
-def _run_compare(args):
-    from .compare import compare, markdown_table, parse_steps
+def _number(text: str, what: str):
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{what}: {text!r} is not a number") from None
 
-    rows = compare(args.dataset, samplers=args.samplers.split(",") if args.samplers else None,
-                   steps=parse_steps(args.steps), tols=parse_steps([args.tols]) if args.tols else None,
-                   n=args.n, device=args.device, seed=args.seed, out=args.out, quick=args.quick,
-                   checkpoint=args.checkpoint, vae_checkpoint=args.vae_checkpoint,
-                   dataset_options=dataset_options(args), grid=args.grid, grid_nfe=args.grid_nfe,
-                   batch_size=args.batch_size, cache_dir=args.cache_dir, threads=args.threads,
-                   inception_path=args.inception_path, progress=not args.no_progress)
-    print(markdown_table(rows), end="")
+
+def parse_steps(values: list[str] | None):
+    """``--steps`` values: ``["10,20"]`` -> [10, 20] (every fixed-step sampler), ``["ddim=10,20", "ode-dopri5=1e-3"]``
+    -> a dict sampler -> values; None -> None."""
+    if not values:
+        return None
+    per = [v.partition("=") for v in values]
+    if all(sep for _, sep, _ in per):
+        return {k: [_number(x, f"--steps {k}") for x in v.split(",")] for k, _, v in per}
+    if len(values) == 1:
+        return [_number(x, "--steps") for x in values[0].split(",")]
+    raise ValueError("give --steps once as N,N,... (every fixed-step sampler) or as SAMPLER=N,N,... (repeatable)")
+
+
+def _run_compare(args):
+    from .compare import CompareSettings, compare, markdown_table
+
+    settings = CompareSettings(args.dataset, samplers=args.samplers.split(",") if args.samplers else None,
+                               steps=parse_steps(args.steps), tols=parse_steps([args.tols]) if args.tols else None,
+                               n=args.n, device=args.device, seed=args.seed, out=args.out, quick=args.quick,
+                               checkpoint=args.checkpoint, vae_checkpoint=args.vae_checkpoint,
+                               dataset_options=dataset_options(args), grid=args.grid, grid_nfe=args.grid_nfe,
+                               batch_size=args.batch_size, cache_dir=args.cache_dir, threads=args.threads,
+                               inception_path=args.inception_path, progress=not args.no_progress)
+    print(markdown_table(compare(settings)), end="")
 
 
 COMMANDS = {"train": (_add_train, _run_train), "export": (_add_export, _run_export),

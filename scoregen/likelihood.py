@@ -31,7 +31,7 @@ from .nets.vae import discretized_gaussian_log_prob
 from .quantization import check_levels, check_on_grid, warn_if_quantized
 from .samplers.common import Model, model_device_dtype
 from .samplers.ode import ADAPTIVE, ProbabilityFlow, check_state
-from .sde import VPSDE
+from .sde import T_MIN, VPSDE
 
 DIVERGENCES = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
@@ -70,14 +70,14 @@ def dequantize(x: torch.Tensor, levels: int, *, generator: torch.Generator | Non
 
 
 # --- the PF-ODE log-likelihood -------------------------------------------------------------------
-def _counted_model(eps_model, x: torch.Tensor, device) -> tuple[Model, torch.Tensor]:
+def _counted_model(eps_model, sde: VPSDE, x: torch.Tensor, device) -> tuple[Model, torch.Tensor]:
     """The counted network and x on its device and dtype: an nn.Module fixes them, a plain function
     runs on ``device`` (default x's) in x's dtype. x must be a non-empty, finite float tensor [n, ...]."""
     check_state(x)
     module = isinstance(eps_model, torch.nn.Module)
     device, dtype = model_device_dtype(eps_model, device if device is not None or module else x.device,
                                        None if module else x.dtype)
-    return Model(eps_model, device, dtype), x.to(device=device, dtype=dtype)
+    return Model(eps_model, sde, device, dtype), x.to(device=device, dtype=dtype)
 
 
 def _check_result(what: str, value: torch.Tensor, cause: str = "eps_model returned NaN/inf") -> None:
@@ -118,7 +118,7 @@ class LikelihoodResult:
 
 def log_likelihood(eps_model, sde: VPSDE, x: torch.Tensor, *, divergence: str = "exact", probes: int = 1,
                    probe: str = "rademacher", solver: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
-                   t_min: float = 1e-3, options: dict | None = None, generator: torch.Generator | None = None,
+                   t_min: float = T_MIN, options: dict | None = None, generator: torch.Generator | None = None,
                    device=None) -> LikelihoodResult:
     """``log p(x)`` by the instantaneous change of variables along the PF-ODE (Song et al. 2021, eq. 39;
     Chen et al. 2018): ``log p_{t_min}(x) = log N(x_1; 0, I) + int_{t_min}^1 div(f - g^2 score / 2) dt``.
@@ -126,7 +126,7 @@ def log_likelihood(eps_model, sde: VPSDE, x: torch.Tensor, *, divergence: str = 
     The state and the divergence integral are solved together by ``torchdiffeq.odeint`` from ``t_min``
     to 1. Integration starts at ``t_min > 0``, not 0: the drift has ``eps / sigma`` with ``sigma(0) = 0``,
     and the network is trained on (t_min, 1] only. The result is the density of the slightly noised data,
-    ``log p_{t_min}(x)``. The default 1e-3 is the package's training t_min and the samplers' last time
+    ``log p_{t_min}(x)``. The default ``T_MIN`` = 1e-3 is the package's training t_min and the samplers' last time
     (sigma = 0.0105 for the linear schedule); Song et al. use 1e-5 for a network trained down to 1e-5.
     Its bias against ``log p_0``: O(D sigma(t_min)^2 / var) for a density smooth on the scale sigma
     (below 1e-4 bits/dim on the 'gmm2d' oracle); for dequantised data, whose density jumps at the bin
@@ -152,13 +152,13 @@ def log_likelihood(eps_model, sde: VPSDE, x: torch.Tensor, *, divergence: str = 
         raise ValueError(f"probes must be a positive integer; got {probes!r}")
     if not 0 < t_min < 1:
         raise ValueError(f"t_min must be in (0, 1); got {t_min!r}")
-    model, x = _counted_model(eps_model, x, device)
+    model, x = _counted_model(eps_model, sde, x, device)
     warn_if_quantized(x, "log_likelihood returns a density, which needs dequantised data; use "
                          "dequantize(x, {levels}) and bits_per_dim(logp, D, levels={levels}), or "
                          "likelihood_table(x, levels={levels}, ...)")
     device, dtype = model.device, model.dtype
     adaptive = solver in ADAPTIVE
-    flow = ProbabilityFlow(model, sde, "t", check_finite=adaptive)   # dx/dt = f + beta eps / (2 sigma)
+    flow = ProbabilityFlow(model, "t", check_finite=adaptive)   # dx/dt = f + beta eps / (2 sigma)
     v = None
     if divergence == "hutchinson":
         shape = (int(probes),) + tuple(x.shape)
@@ -229,7 +229,7 @@ def _pair_terms(model: Model, sde: VPSDE, x, j, i, grid, term, batch_size, gener
         x0, t = x[jc], grid[ic]
         noise = torch.randn(x0.shape, generator=generator, device=x.device, dtype=x.dtype)
         x_t = sde.perturb(x0, t, noise)
-        out.append(term(x0, x_t, noise, model(x_t, t), ic))
+        out.append(term(x0, x_t, noise, model.eps(x_t, t), ic))
     return torch.cat(out)
 
 
@@ -268,7 +268,7 @@ def ddpm_bound(eps_model, sde: VPSDE, x: torch.Tensor, *, levels: int | None = N
     _check_choice("variance", variance, VARIANCES)
     if sample_steps is not None and (int(sample_steps) != sample_steps or sample_steps < 1):
         raise ValueError(f"sample_steps must be a positive integer or None (all steps); got {sample_steps!r}")
-    model, x = _counted_model(eps_model, x, device)
+    model, x = _counted_model(eps_model, sde, x, device)
     device, dtype = model.device, model.dtype
     if levels is not None:
         check_on_grid(x, levels)
@@ -284,12 +284,12 @@ def ddpm_bound(eps_model, sde: VPSDE, x: torch.Tensor, *, levels: int | None = N
     coef, const = 0.5 * w / r, 0.5 * dim * (r.log() + 1 / r - 1)
     as_model = {"device": device, "dtype": dtype}
     grid_m, coef_m = grid.to(**as_model), coef.to(**as_model)
-    alpha_1, sigma_1, alpha_k, sigma_k = (float(c) for c in (alpha[1], sigma[1], alpha[-1], sigma[-1]))
+    sigma_1, alpha_k, sigma_k = (float(c) for c in (sigma[1], alpha[-1], sigma[-1]))
 
     prior = 0.5 * ((alpha_k * x) ** 2 + sigma_k ** 2 - 1 - 2 * math.log(sigma_k)).flatten(1).sum(1)
 
     def decoder_term(x0, x_t, noise, eps_hat, i):
-        x0_hat = (x_t - sigma_1 * eps_hat) / alpha_1
+        x0_hat = model.x0(x_t, grid[1], eps_hat)
         if levels is None:
             nll = 0.5 * ((x0 - x0_hat) / sigma_1) ** 2 + math.log(sigma_1) + 0.5 * math.log(2 * math.pi)
         else:
@@ -336,7 +336,7 @@ def _row(model: str, quantity: str, kind: str, bpd: torch.Tensor, nfe: float, se
 
 
 def likelihood_table(x: torch.Tensor, *, levels: int | None = None, eps_model=None, sde: VPSDE | None = None,
-                     vae=None, divergence: str = "hutchinson", probes: int = 1, t_min: float = 1e-3,
+                     vae=None, divergence: str = "hutchinson", probes: int = 1, t_min: float = T_MIN,
                      rtol: float = 1e-5, atol: float = 1e-5, bound_steps: int = 1000, sample_steps: int | None = None,
                      iwae_k: int = 100, batch_size: int = 512, generator: torch.Generator | None = None,
                      device=None) -> list[dict]:
@@ -354,7 +354,7 @@ def likelihood_table(x: torch.Tensor, *, levels: int | None = None, eps_model=No
     ``batch_size``: points per ODE solve and VAE call, (point, step) pairs per call of the DDPM bound.
     """
     check_sizes(batch_size=batch_size, iwae_k=iwae_k)
-    _, x = _counted_model(eps_model if eps_model is not None else vae, x, device)
+    _, x = _counted_model(eps_model if eps_model is not None else vae, sde, x, device)
     rows, dim, batches = [], x[0].numel(), x.split(batch_size)
     if eps_model is not None:
         if sde is None:

@@ -1,12 +1,16 @@
-"""Writing results: atomic files and sample pictures.
+"""Writing results: atomic files, sample pictures, and the sampler sweep's table, CSV and plot.
 
 Every file the package writes (checkpoints, caches, tables, figures) goes through ``write_atomic``,
-so an interrupted run leaves the previous file, or none, never half of one.
+so an interrupted run leaves the previous file, or none, never half of one. The renderers of the sweep
+(``markdown_table``, ``csv_table``, ``quality_plot``) take its rows (``scoregen.compare``) and are told
+which metrics and options to show: nothing here imports the rest of the package.
 """
 from __future__ import annotations
 
+import csv
 import errno
 import io
+import json
 import math
 import os
 import stat
@@ -106,4 +110,78 @@ def sample_png(x: torch.Tensor) -> bytes:
         ax.set_aspect("equal")
         fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
         plt.close(fig)
+    return buf.getvalue()
+
+
+# --- the sampler sweep's rows (``compare``): one dict per row, its metrics with their ``<metric>_std`` -----
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _metric_keys(rows: list[dict], metrics) -> list[str]:
+    return [k for k in metrics if any(k in r for r in rows)]
+
+
+def markdown_table(rows: list[dict], metrics, options: dict) -> str:
+    """The rows as a markdown table: the ``metrics`` they have, in that order, each as ``value ± spread``;
+    ``options`` maps a sampler to the options shown for it (other rows show their own)."""
+    keys = _metric_keys(rows, metrics)
+    head = ["sampler", "options", "steps", "NFE"] + keys + ["wall s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        opts = ", ".join(f"{k}={v}" for k, v in options.get(r["sampler"], r["options"]).items())
+        steps = _fmt(r["steps"]) if r.get("tol") is None else f"tol {r['tol']:g}"
+        cells = [r["sampler"], opts, steps, _fmt(r["nfe"])]
+        cells += [_fmt(r.get(k)) + (f" ± {r[k + '_std']:.2g}" if r.get(k + "_std") is not None else "")
+                  for k in keys]
+        lines.append("| " + " | ".join(cells + [_fmt(r["wall_s"])]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(rows: list[dict], metrics) -> bytes:
+    """The rows as CSV: every column of a row but the metrics absent from all rows, options as JSON."""
+    keys = _metric_keys(rows, metrics)
+    head = ["sampler", "method", "options", "steps", "tol", "nfe", "n"]
+    head += [c for k in keys for c in (k, f"{k}_std") if any(c in r for r in rows)] + ["wall_s", "device"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, head, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({**r, "options": json.dumps(r["options"], sort_keys=True)})
+    return buf.getvalue().encode()
+
+
+def quality_plot(rows: list[dict], title: str, metrics, log_scale=(), stars=()) -> bytes:
+    """A PNG with one panel per metric of ``metrics`` the rows have (``log_scale`` ones on a log axis when
+    all positive), NFE on a log axis, one line per sampler (``stars``: one large star, for the one-call
+    models), the reference row (the one without NFE: the data floor) dashed; error bars are the spreads."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = _metric_keys(rows, metrics)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.8), squeeze=False)
+    floor_row = next(r for r in rows if r["nfe"] is None)
+    for ax, key in zip(axes[0], keys):
+        for label in dict.fromkeys(r["sampler"] for r in rows if r is not floor_row):
+            rs = sorted((r for r in rows if r["sampler"] == label), key=lambda r: r["nfe"])
+            ax.errorbar([r["nfe"] for r in rs], [r[key] for r in rs], yerr=[r.get(key + "_std", 0) for r in rs],
+                        marker="*" if label in stars else "o", ms=10 if label in stars else 4,
+                        ls="-" if len(rs) > 1 else "none", capsize=2, label=label)
+        ax.axhline(floor_row[key], ls="--", c="k", lw=1, label=floor_row["sampler"])
+        ax.set_xscale("log")
+        if key in log_scale and all(r[key] > 0 for r in rows):
+            ax.set_yscale("log")
+        ax.set_xlabel("NFE (network calls per sample)")
+        ax.set_title(key)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
     return buf.getvalue()

@@ -23,6 +23,9 @@ import math
 import torch
 
 SCHEDULES = ("linear", "cosine", "discrete")
+# The smallest time the package trains at, samples at and starts likelihoods from: DDPM's t_1 = 1 / 1000
+# (sigma = 0.01). eps / sigma is singular at t = 0, so continuous solvers stop here and denoise once.
+T_MIN = 1e-3
 
 
 def _as_tensor(t, like: torch.Tensor | None = None) -> torch.Tensor:

@@ -29,11 +29,11 @@ from .devices import resolve_device
 from .nets import PRESETS, build_model
 from .nets.unet import layout_for
 from .outputs import sample_png, write_atomic
-from .sde import VPSDE
+from .sde import T_MIN, VPSDE
 
 
 def denoising_loss(eps_model, x0: torch.Tensor, *, generator: torch.Generator, sde: VPSDE,
-                   t_min: float = 1e-3) -> torch.Tensor:
+                   t_min: float = T_MIN) -> torch.Tensor:
     """Ho et al. (2020) eq. 14 in continuous time: ``E ||eps_model(alpha_t x0 + sigma_t eps, t) - eps||^2``,
     t ~ U(t_min, 1), eps ~ N(0, I), averaged over the batch and the dimensions."""
     t = t_min + (1 - t_min) * torch.rand(x0.shape[0], generator=generator, device=x0.device, dtype=x0.dtype)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from scoregen.cli import main
+from scoregen.cli import main, parse_steps
 
 SHIPPED = Path(str(resources.files("scoregen") / "checkpoints"))
 
@@ -21,11 +21,20 @@ def test_sample_writes_npz_with_the_counted_nfe_and_png(tmp_path, capsys):
     f = np.load(tmp_path / "x.npz")
     assert f["x"].shape == (4, 1, 8, 8) and int(f["nfe"]) == 3 and np.isfinite(f["x"]).all()
     assert json.loads(str(f["options"]))["method"] == "ddim"
-    main(["sample", "--ckpt", str(SHIPPED / "digits-vae.pt"), "--method", "vae", "--n", "16", "--device", "cpu",
+    main(["sample", "--ckpt", str(SHIPPED / "digits-vae.pt"), "--n", "16", "--device", "cpu",
           "--out", str(tmp_path / "x.png")])
     assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"
     assert "16 samples by vae (1 NFE)" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz", "x.png"]  # no temporary files left
+
+
+def test_a_vae_is_sampled_by_its_own_decoder_with_its_own_options(tmp_path, capsys):
+    main(["sample", str(SHIPPED / "digits-vae.pt"), "-o", "mean=False", "-n", "8", "--device", "cpu",
+          "--out", str(tmp_path / "x.npz")])
+    f = np.load(tmp_path / "x.npz")
+    assert int(f["nfe"]) == 1 and json.loads(str(f["options"])) == {"kind": "vae", "mean": False}
+    assert np.allclose((f["x"] + 1) * 8, np.round((f["x"] + 1) * 8), atol=1e-5)  # draws lie on the 17-level grid
+    assert "8 samples by vae (1 NFE)" in capsys.readouterr().out
 
 
 def test_likelihood_table_of_the_shipped_vae(tmp_path):
@@ -56,8 +65,11 @@ DIGITS, VAE = str(SHIPPED / "digits.pt"), str(SHIPPED / "digits-vae.pt")
     (["sample", DIGITS, "-o", "steps=7"], "-o/--option steps=7: steps has its own option, --steps"),
     (["sample", DIGITS, "--out", "x.jpg"], r"--out must end in .png or .npz; got x.jpg"),
     (["sample", DIGITS, "-n", "0"], "argument -n/--n: must be an integer >= 1; got '0'"),
-    (["sample", VAE, "--method", "ddim"], "checkpoint .*digits-vae.pt holds a VAE, not an eps-network; use it as "
-                                          "--vae-ckpt / --method vae"),
+    (["sample", VAE, "--method", "ddim"], "checkpoint .*digits-vae.pt holds a VAE, sampled in one decoder call: "
+                                          "--method/--steps/--grid do not apply"),
+    (["sample", VAE, "--steps", "3"], "--method/--steps/--grid do not apply"),
+    (["sample", VAE, "-o", "eta=0.5"], "option\\(s\\) eta do not belong to a VAE's sampling .*its options: mean"),
+    (["sample", VAE, "-o", "mean=false"], "mean must be True or False; got 'false'"),
     (["sample", str(SHIPPED)], "checkpoints is a folder, not a checkpoint file"),
     (["sample", "missing.pt"], "no checkpoint at missing.pt"),
     (["likelihood"], "give --ckpt and/or --vae-ckpt"),
@@ -76,6 +88,16 @@ def test_user_errors_are_one_line_and_write_nothing(tmp_path, monkeypatch, capsy
     err = error_of(argv + (["--device", "cpu"] if "--device" not in argv else []) + out, capsys)
     assert err.startswith(("scoregen: error: ", f"scoregen {argv[0]}: error: ")) and re.search(message, err), err
     assert not list(tmp_path.iterdir())
+
+
+def test_parse_steps():
+    assert parse_steps(None) is None
+    assert parse_steps(["10,20"]) == [10, 20]
+    assert parse_steps(["ddim=10,20", "ode-dopri5=1e-3"]) == {"ddim": [10, 20], "ode-dopri5": [1e-3]}
+    with pytest.raises(ValueError, match="once as N,N"):
+        parse_steps(["10", "ddim=5"])
+    with pytest.raises(ValueError, match="'x' is not a number"):
+        parse_steps(["10,x"])
 
 
 def test_debug_shows_the_traceback(capsys):

@@ -9,7 +9,7 @@ import torch
 import scoregen.compare as compare_module
 from scoregen.checkpoint import TrainConfig, save_checkpoint
 from scoregen.cli import main
-from scoregen.compare import compare, parse_steps
+from scoregen.compare import CompareSettings, compare
 from scoregen.data import load_dataset
 from scoregen.features import FeatureNet
 from scoregen.metrics import frechet_distance
@@ -92,7 +92,7 @@ def test_bad_input_fails_before_anything_is_written(tmp_path, kwargs, message):
     kwargs = {"dataset": "gmm", "out": tmp_path / "out", "cache_dir": tmp_path / "cache", "progress": False,
               "dataset_options": {"n_train": 100, "n_test": 100}, **kwargs}
     with pytest.raises(ValueError, match=message):
-        compare(**kwargs)
+        compare(CompareSettings(**kwargs))
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()  # nothing trained either
 
 
@@ -104,7 +104,8 @@ def test_bad_input_fails_before_anything_is_written(tmp_path, kwargs, message):
 def test_checkpoint_of_another_data_set_or_shape_is_refused(tmp_path, checkpoint, message):
     path = _checkpoint(tmp_path / "ckpt.pt", **checkpoint)
     with pytest.raises(ValueError, match=message):
-        compare("gmm", checkpoint=path, out=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
+        compare(CompareSettings("gmm", checkpoint=path, out=tmp_path / "out", cache_dir=tmp_path / "cache",
+                                progress=False))
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 
@@ -124,7 +125,8 @@ def test_failure_mid_sweep_leaves_previous_results_untouched(tmp_path, monkeypat
     sample = compare_module.sample
     monkeypatch.setattr(compare_module, "sample", failing_sample)
     with pytest.raises(KeyboardInterrupt):
-        compare("gmm", checkpoint=path, samplers=["ddpm"], steps=[2, 3], n=50, out=out, progress=False)
+        compare(CompareSettings("gmm", checkpoint=path, samplers=["ddpm"], steps=[2, 3], n=50, out=out,
+                                progress=False))
     assert len(calls) == 2 and [p.name for p in out.iterdir()] == ["compare.json"]
     assert (out / "compare.json").read_text() == "old"
 
@@ -134,22 +136,12 @@ def test_a_second_run_into_the_same_folder_leaves_only_its_own_pictures(tmp_path
     out.mkdir()
     (out / "notes.txt").write_text("mine")  # not a picture of compare's: kept
     run = dict(checkpoint=path, steps=[2], n=50, out=out, progress=False)
-    compare("gmm", samplers=["ddpm", "ddim"], **run)
+    compare(CompareSettings("gmm", samplers=["ddpm", "ddim"], **run))
     assert {p.name for p in out.glob("samples_*")} == {"samples_ddpm.png", "samples_ddim.png"}
-    compare("gmm", samplers=["ddim"], **run)
+    compare(CompareSettings("gmm", samplers=["ddim"], **run))
     assert {p.name for p in out.glob("samples_*")} == {"samples_ddim.png"}
     assert [r["sampler"] for r in json.loads((out / "compare.json").read_text())["rows"]] == ["data floor", "ddim"]
     assert (out / "notes.txt").read_text() == "mine"
-
-
-def test_parse_steps():
-    assert parse_steps(None) is None
-    assert parse_steps(["10,20"]) == [10, 20]
-    assert parse_steps(["ddim=10,20", "ode-dopri5=1e-3"]) == {"ddim": [10, 20], "ode-dopri5": [1e-3]}
-    with pytest.raises(ValueError, match="once as N,N"):
-        parse_steps(["10", "ddim=5"])
-    with pytest.raises(ValueError, match="'x' is not a number"):
-        parse_steps(["10,x"])
 
 
 def _zero_unet(path):
@@ -166,8 +158,8 @@ def test_images_are_measured_as_clamped_pictures(tmp_path):
     """eps = 0 makes DDIM return x_1 / alpha(1) at any step count: a pixel is clipped iff |x_1| > (1 + 1/16) alpha(1),
     and after clamping both rows hold the same pictures, so the same Frechet distance."""
     path = _zero_unet(tmp_path / "ckpt.pt")
-    rows = compare("digits", checkpoint=path, samplers=["ddim"], steps=[1, 3], n=64, out=tmp_path / "out",
-                   cache_dir=tmp_path / "cache", progress=False)
+    rows = compare(CompareSettings("digits", checkpoint=path, samplers=["ddim"], steps=[1, 3], n=64,
+                                   out=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False))
     floor, one, three = rows
     p = 1 - math.erf((1 + 1 / 16) * VPSDE().alpha(1.0).item() / math.sqrt(2))   # P(|z| > c), z ~ N(0, 1)
     assert one["clipped"] == three["clipped"] == pytest.approx(p, abs=5 * math.sqrt(p * (1 - p) / 64 ** 2))
@@ -194,12 +186,13 @@ def test_inception_weights_on_disk_give_the_frechet_distance_in_their_space(tmp_
     from scoregen.features import InceptionFeatures
     torch.jit.script(_FakeInception()).save(str(tmp_path / "inception.pt"))
     with pytest.raises(FileNotFoundError, match="inception_path"):
-        compare("digits", checkpoint=_zero_unet(tmp_path / "ckpt.pt"), inception_path=tmp_path / "missing.pt",
-                out=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
+        compare(CompareSettings("digits", checkpoint=_zero_unet(tmp_path / "ckpt.pt"),
+                                inception_path=tmp_path / "missing.pt", out=tmp_path / "out",
+                                cache_dir=tmp_path / "cache", progress=False))
     assert not (tmp_path / "out").exists()
-    rows = compare("digits", checkpoint=tmp_path / "ckpt.pt", samplers=["ddim"], steps=[1], n=64,
-                   inception_path=tmp_path / "inception.pt", out=tmp_path / "out", cache_dir=tmp_path / "cache",
-                   progress=False)
+    rows = compare(CompareSettings("digits", checkpoint=tmp_path / "ckpt.pt", samplers=["ddim"], steps=[1], n=64,
+                                   inception_path=tmp_path / "inception.pt", out=tmp_path / "out",
+                                   cache_dir=tmp_path / "cache", progress=False))
     x = torch.randn((64, 1, 8, 8), generator=torch.Generator().manual_seed(0)) / VPSDE().alpha(1.0).float()
     fake = InceptionFeatures(tmp_path / "inception.pt")
     expected = frechet_distance(fake.features(x.clamp(-1, 1)), fake.features(load_dataset("digits").test))

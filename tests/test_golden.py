@@ -5,6 +5,11 @@
 Bitwise equality holds on the machine class that recorded them (the CPU capability is saved with them);
 elsewhere a different vector unit may round differently, and the samples are compared to 1e-5 relative.
 
+One recorded exception: the reverse SDE on the float64 oracle agrees to round-off (2e-15), not bitwise. Its
+time change between grid points is now interpolated from the grid's times (the sampler sees times, not the
+grid's formula), and float64 carries those last-bit differences through (1e-13 for reversible_heun, whose
+undamped parasitic mode amplifies them); on the float32 network they vanish.
+
 ``python tests/test_golden.py --write`` re-records them: only when a change is meant to alter samples,
 and say so in the commit.
 """
@@ -77,8 +82,18 @@ def models():
     return _models()
 
 
+ROUND_OFF = {("oracle", "sde")}  # (model, method) equal to float64 round-off (see the module docstring)
+
+
 def _same(a: torch.Tensor, b: torch.Tensor, bitwise: bool) -> bool:
     return torch.equal(a, b) if bitwise else torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _bitwise(golden, name: str, method: str) -> bool | None:
+    """Compare bitwise (True), to 1e-5 (False, another CPU), or to float64 round-off (None)."""
+    if (name, method) in ROUND_OFF:
+        return None
+    return golden["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 @pytest.mark.parametrize("name", ["digits", "oracle"])
@@ -87,9 +102,12 @@ def test_samples_and_nfe_are_unchanged(golden, models, name, method, steps, opti
     model, sde, shape, kw = models[name]
     want = golden["runs"][_key(name, method, steps, options)]
     got = _run(model, sde, shape, kw, method, steps, options)
-    bitwise = golden["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    bitwise = _bitwise(golden, name, method)
     assert got["nfe"] == want["nfe"]
-    assert _same(got["x"], want["x"], bitwise), (got["x"] - want["x"]).abs().max()
+    if bitwise is None:
+        assert (got["x"] - want["x"]).abs().max() < 1e-12
+    else:
+        assert _same(got["x"], want["x"], bitwise), (got["x"] - want["x"]).abs().max()
 
 
 @pytest.mark.parametrize("name", ["digits", "oracle"])
@@ -98,10 +116,13 @@ def test_trajectories_are_unchanged(golden, models, name, method, steps, options
     model, sde, shape, kw = models[name]
     want = golden["runs"][_key(name, method, steps, options, True)]
     got = _run(model, sde, shape, kw, method, steps, options, True)
-    bitwise = golden["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    bitwise = _bitwise(golden, name, method)
     assert got["nfe"] == want["nfe"] and got["xs"].shape == want["xs"].shape
     assert torch.allclose(got["t"].double(), want["t"].double(), rtol=1e-6, atol=0)
-    assert _same(got["xs"], want["xs"], bitwise)
+    if bitwise is None:
+        assert (got["xs"] - want["xs"]).abs().max() < 1e-12
+    else:
+        assert _same(got["xs"], want["xs"], bitwise)
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:

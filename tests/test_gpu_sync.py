@@ -10,8 +10,7 @@ import torch
 
 import scoregen as sg
 from scoregen.nets import build_model
-from scoregen.samplers import METHODS
-from scoregen.samplers.ddpm import VARIANCES
+from scoregen.samplers import choices
 from scoregen.samplers.ode import FIXED
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -21,8 +20,8 @@ ODE_SYNCS = pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
     "(`t1 >= t[j]`, torchdiffeq/_impl/solvers.py): one sync a step, as samplers/ode.py says"))
 CASES = [pytest.param(method, {key: value}, id=f"{method}-{key}={value}",
                       marks=ODE_SYNCS if method == "ode" else ())
-         for method, key, values in (("ddpm", "variance", VARIANCES), ("ddim", "eta", (0.0, 1.0)),
-                                     ("sde", "solver", METHODS["sde"].choices["solver"]), ("ode", "solver", FIXED))
+         for method, key, values in (("ddpm", "variance", choices("ddpm")["variance"]), ("ddim", "eta", (0.0, 1.0)),
+                                     ("sde", "solver", choices("sde")["solver"]), ("ode", "solver", FIXED))
          for value in values]
 
 

@@ -330,10 +330,10 @@ def test_adaptive_solves_name_a_non_finite_model_instead_of_underflow_in_dt():
     with pytest.raises(ValueError, match="the divergence of the PF-ODE drift is non-finite at t=0.001: eps_model's "
                                          "gradient with respect to x is NaN/inf there"):
         log_likelihood(kink, SDE, x)
-    model = Model(mix.eps_model(SDE), torch.device("cpu"), torch.float64)
+    model = Model(mix.eps_model(SDE), SDE, torch.device("cpu"), torch.float64)
     for bad in (torch.zeros(0, 2, dtype=torch.float64), x.clone().fill_(math.inf)):
         with pytest.raises(ValueError, match="x is empty|x has NaN/inf values"):
-            odeint_pf(model, SDE, bad, torch.tensor([T_MIN, 1.0]), solver="dopri5", variable="t", rtol=1e-5, atol=1e-5)
+            odeint_pf(model, bad, torch.tensor([T_MIN, 1.0]), solver="dopri5", variable="t", rtol=1e-5, atol=1e-5)
 
 
 def test_fixed_step_likelihood_and_the_bound_refuse_a_non_finite_result():

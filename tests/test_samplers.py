@@ -10,7 +10,7 @@ import scoregen.samplers as S
 from scoregen.data.gmm import gaussian, preset
 from scoregen.nets.vae import build_vae
 from scoregen.samplers.common import Model
-from scoregen.samplers.grids import GRIDS, tau_and_rate, time_grid
+from scoregen.samplers.grids import GRIDS, sampling_grid, time_grid
 from scoregen.samplers.ode import odeint_pf
 from scoregen.sde import VPSDE
 
@@ -145,11 +145,11 @@ def test_ddim_is_euler_in_the_edm_variable():
 
 def test_probability_flow_round_trip_returns_the_prior_noise():
     n = 200
-    model = Model(GMM.eps_model(SDE), torch.device("cpu"), F64)
+    model = Model(GMM.eps_model(SDE), SDE, torch.device("cpu"), F64)
     res = S.sample(GMM.eps_model(SDE), SDE, (n, 2), "ode", solver="dopri5", rtol=1e-7, atol=1e-7,
                    final_denoise=False, generator=gen(), dtype=F64)
     x1 = torch.randn(n, 2, generator=gen(), dtype=F64)
-    back = odeint_pf(model, SDE, res.x, torch.tensor([S.T_MIN, 1.0], dtype=F64), solver="dopri5",
+    back = odeint_pf(model, res.x, torch.tensor([S.T_MIN, 1.0], dtype=F64), solver="dopri5",
                      variable="t", rtol=1e-7, atol=1e-7)
     assert (back - x1).abs().max() < 1e-3
     assert (res.x - x1).abs().max() > 0.5                       # it went somewhere
@@ -203,8 +203,8 @@ def test_samples_converge_in_distribution_to_the_noise_floor(method, options, co
 SDE_NFE = {"euler": 1, "milstein": 1, "srk": 2, "heun": 2, "midpoint": 2}
 ODE_NFE = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
 CASES = ([("ddpm", {}), ("ddpm", {"variance": "beta"}), ("ddim", {}), ("ddim", {"eta": 0.5})]
-         + [("sde", {"solver": s}) for s in S.METHODS["sde"].choices["solver"]]
-         + [("ode", {"solver": s}) for s in S.METHODS["ode"].choices["solver"]])
+         + [("sde", {"solver": s}) for s in S.choices("sde")["solver"]]
+         + [("ode", {"solver": s}) for s in S.choices("ode")["solver"]])
 
 
 @pytest.mark.parametrize("method, options", CASES, ids=lambda c: str(c))
@@ -230,7 +230,7 @@ def test_same_seed_same_samples_and_nfe_counts_every_call(method, options):
     expected = {"ddpm": k, "ddim": k, "sde": k * SDE_NFE.get(solver, 1) + 1 + (solver == "reversible_heun"),
                 "ode": None if adaptive else k * ODE_NFE.get(solver, 0) + 1}[method]
     assert expected is None or a.nfe == expected
-    assert a.options["method"] == method and a.options["steps"] == steps
+    assert a.options["method"] == method and a.options["steps"] == (S.STEPS["ode"] if adaptive else steps)
 
 
 def test_trajectories_run_from_noise_to_the_samples():
@@ -272,10 +272,10 @@ def test_grids_are_their_closed_forms():
     for grid in GRIDS:
         t = time_grid(SDE, grid, k, 1e-3)
         assert t[0] == 1 and t[-1] == 1e-3 and bool((t.diff() < 0).all())
-        t_u, rate = tau_and_rate(SDE, grid, 0.37, 1e-3)
-        h = 1e-6
-        fd = (tau_and_rate(SDE, grid, 0.37 + h, 1e-3)[0] - tau_and_rate(SDE, grid, 0.37 - h, 1e-3)[0]) / (2 * h)
-        assert rate == pytest.approx(fd, rel=1e-6)
+        onto_zero, t_min = sampling_grid(SDE, grid, k, 0.01, onto_zero=True)  # t_min: where log_snr, karras end
+        t_lo = 0.0 if grid in ("uniform", "quadratic") else 0.01
+        assert t_min == 0.01 and onto_zero[-1] == 0 and torch.equal(onto_zero[:-1], time_grid(SDE, grid, k, t_lo)[:-1])
+        assert torch.equal(sampling_grid(SDE, grid, k, None, onto_zero=False)[0], time_grid(SDE, grid, k, S.T_MIN))
     res = S.sample(GMM.eps_model(SDE), SDE, (8, 2), "ddpm", 4, grid="karras", return_trajectory=True)
     assert res.options["t_min"] == S.T_MIN and res.trajectory.t[-2].item() == pytest.approx(
         time_grid(SDE, "karras", 4, S.T_MIN)[-2].item(), rel=1e-6) and res.trajectory.t[-1] == 0
@@ -289,15 +289,18 @@ def test_grids_are_their_closed_forms():
     (("ddim", 0), {}, "steps must be a positive integer; got 0"),
     (("ddim", 2.5), {}, "steps must be a positive integer"),
     (("ode", 10), {"eta": 0.5}, "option.s. eta do not belong to method 'ode'"),
-    (("ode", 10), {"solver": "rk45"}, "solver='rk45' is not valid for method 'ode'; valid: .*'dopri5'"),
-    (("sde", 10), {"solver": "log_ode"}, "solver='log_ode' is not valid for method 'sde'"),
+    (("ode", 10), {"solver": "rk45"}, "solver='rk45' is not valid; valid: .*'dopri5'"),
+    (("sde", 10), {"solver": "log_ode"}, "solver='log_ode' is not valid"),
     (("ddpm", 10), {"variance": "learned"}, "variance='learned' is not valid"),
     (("ddim", 10), {"eta": 1.5}, r"eta must be a number in \[0.0, 1.0\]"),
     (("ode", 10), {"t_min": 0.0}, r"t_min must be a number in \(0.0, 1.0\)"),
-    (("ddpm", 10), {"grid": "log_snr", "t_min": 0.0}, r"t_min \(grid='log_snr'\) must be a number in \(0.0"),
-    (("ode", 10), {"solver": "dopri5"}, "steps does not apply to adaptive solver 'dopri5'"),
-    (("ode", 10), {"solver": "rk4", "rtol": 1e-3}, "rtol applies to adaptive solvers"),
-    (("sde", 10), {"dt": 0.01}, "give steps or dt, not both"),
+    (("ddpm", 10), {"grid": "uniform", "t_min": 0.0}, r"t_min must be a number in \(0.0, 1.0\)"),
+    (("ode", 10), {"solver": "rk4", "rtol": 1e-3}, "rtol/atol apply to adaptive solvers"),
+    (("ode", 10), {"final_denoise": 1}, "final_denoise=1 is not valid"),
+    (("sde",), {"grid": torch.tensor([1.0, 0.5, 0.0], dtype=F64)}, "grid must end above t = 0"),
+    (("ddim",), {"grid": torch.tensor([1.0, 0.5, 0.6], dtype=F64)}, "at least two strictly decreasing times"),
+    (("ddim",), {"grid": torch.tensor([1.5, 0.0], dtype=F64)}, r"decreasing times in \[0, 1\]"),
+    (("ddim", 4), {"grid": torch.tensor([1.0, 0.0], dtype=F64)}, "an explicit grid fixes the steps"),
     (("ddim", 10), {"device": "meta"}, "device must be 'cpu', 'cuda' or 'cuda:N'; got 'meta'"),
     (("ddim", 10), {"dtype": torch.int64}, "dtype must be a floating torch.dtype"),
     (("ddim", 10), {"generator": 0}, "generator must be a torch.Generator or None; got 0"),
@@ -315,7 +318,7 @@ def test_bad_sde_shape_and_model_kind_are_named():
     with pytest.raises(ValueError, match=r"shape must be \(batch, \*data_shape\) of positive integers; got 4"):
         S.sample(GMM.eps_model(SDE), SDE, 4, "ddim", 10)
     vae = build_vae(preset="digits")
-    with pytest.raises(ValueError, match="eps_model is a VAE: sample it with method='vae'"):
+    with pytest.raises(ValueError, match=r"eps_model is a VAE: sample it with its own one decoder call, vae.sample\(n"):
         S.sample(vae, SDE, (2, 1, 8, 8), "ddim", 10)
 
 
@@ -326,8 +329,29 @@ def test_bad_models_are_caught():
         S.sample(lambda x, t: x / 0, SDE, (8, 2), "sde", 3)
 
 
-def test_sde_dt_sets_the_steps_and_the_registry_describes_every_method():
-    res = S.sample(GMM.eps_model(SDE), SDE, (8, 2), "sde", dt=0.1)
-    assert res.options["steps"] == 10 and res.nfe == 11
+def test_an_explicit_grid_is_the_named_grid_and_any_other_runs():
+    """``grid=`` a tensor: the named grid's own times give the same samples; other times run every method."""
+    for method, onto_zero in (("ddim", True), ("ddpm", True), ("sde", False), ("ode", False)):
+        t, _ = sampling_grid(SDE, "karras", 6, None, onto_zero)
+        named = S.sample(GMM.eps_model(SDE), SDE, (8, 2), method, 6, grid="karras", generator=gen(), dtype=F64)
+        explicit = S.sample(GMM.eps_model(SDE), SDE, (8, 2), method, grid=t, generator=gen(), dtype=F64)
+        assert torch.equal(named.x, explicit.x) and named.nfe == explicit.nfe, method
+        assert explicit.options["grid"] == "explicit" and explicit.options["steps"] == 6
+    odd = torch.tensor([0.9, 0.5, 0.2, 0.05, 0.0], dtype=F64)  # starts below 1: x is drawn from N(0, I) there
+    res = S.sample(GMM.eps_model(SDE), SDE, (8, 2), "ddim", grid=odd, generator=gen(), return_trajectory=True)
+    assert res.nfe == 4 and torch.allclose(res.trajectory.t, odd.float())
+
+
+def test_the_registry_is_read_from_the_signatures():
+    """Options, defaults and allowed values come from each sampler's keyword-only parameters."""
+    assert S.method_options("ddim") == {"eta": 0.0}
+    assert S.method_options("ode") == {"solver": "rk4", "variable": "t", "rtol": None, "atol": None,
+                                       "final_denoise": True}
+    assert S.choices("ddpm") == {"variance": ("posterior", "beta")}
+    assert S.choices("sde")["final_denoise"] == (True, False)
+    res = S.sample(GMM.eps_model(SDE), SDE, (8, 2), "ode", 3)
+    assert res.options == {"method": "ode", "steps": 3, "grid": "uniform", "t_min": S.T_MIN, "solver": "rk4",
+                           "variable": "t", "rtol": None, "atol": None, "final_denoise": True}
     text = S.describe()
-    assert all(name in text for name in S.METHODS) and "variable = 't'" in text
+    assert all(f"{name}: " in text and f"steps = {S.STEPS[name]}" in text for name in S.METHODS)
+    assert "variable = 't'  ('t', 'log_snr', 'edm')" in text and "DDIM (Song et al. 2021, eq. 12)" in text

@@ -176,29 +176,28 @@ def test_presets_shapes_and_discrete_bound(preset):
 
 
 def test_sampling_is_one_seeded_decoder_call_on_the_models_device():
+    """The VAE is a model kind, not a VP-SDE sampler: ``vae.sample(n, generator=)`` is its one-call sampling,
+    and ``sg.sample`` names it when given a VAE."""
     vae = build_vae("digits")
     calls = []
     vae.decoder.register_forward_hook(lambda *_: calls.append(1))
     device = vae.log_scale.device
 
     def draw(seed, **options):
-        return sg.sample(vae, sg.VPSDE(), (5, 1, 8, 8), method="vae", generator=torch.Generator(device).manual_seed(seed),
-                         **options)
+        with torch.no_grad():
+            return vae.sample(5, generator=torch.Generator(device).manual_seed(seed), **options)
 
     a, b, c = draw(0), draw(0), draw(1)
-    assert len(calls) == 3 and a.nfe == b.nfe == c.nfe == 1
-    assert torch.equal(a.x, b.x) and not torch.equal(a.x, c.x)
-    assert a.x.shape == (5, 1, 8, 8) and a.x.device == device and bool((a.x.abs() <= 1).all())
+    assert len(calls) == 3
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == (5, 1, 8, 8) and a.device == device and bool((a.abs() <= 1).all())
     g = torch.Generator(device).manual_seed(0)
-    sg.VPSDE().prior_sample((5, 1, 8, 8), generator=g)  # sample() draws its prior first; method "vae" ignores it
-    with torch.no_grad():  # ... and decodes z ~ N(0, I), drawn next from the same generator
-        torch.testing.assert_close(a.x, vae.decode(torch.randn(5, 16, generator=g, device=device)))
-    draws = draw(0, mean=False).x  # a draw of p(x | z): on the 17-level grid
+    with torch.no_grad():  # it decodes z ~ N(0, I), drawn from the generator
+        torch.testing.assert_close(a, vae.decode(torch.randn(5, 16, generator=g, device=device)))
+    draws = draw(0, mean=False)  # a draw of p(x | z): on the 17-level grid
     torch.testing.assert_close(draws, torch.round((draws + 1) * 8) / 8 - 1)
-    with pytest.raises(ValueError, match="steps=1"):
-        sg.sample(vae, sg.VPSDE(), (5, 1, 8, 8), method="vae", steps=10)
-    with pytest.raises(ValueError, match="shape"):
-        sg.sample(vae, sg.VPSDE(), (5, 1, 8, 9), method="vae")
+    with pytest.raises(ValueError, match=r"eps_model is a VAE: sample it with its own one decoder call, vae.sample"):
+        sg.sample(vae, sg.VPSDE(), (5, 1, 8, 8), method="ddim")
 
 
 def test_bad_input_raises():

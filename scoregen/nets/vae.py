@@ -192,27 +192,6 @@ class VAE(nn.Module):
                                  "bits_per_dim(elbo, D, levels={levels})", stacklevel=4)
 
 
-def sample_vae(model, sde, x: torch.Tensor, *, steps: int, grid: str, mean: bool = True,
-               generator: torch.Generator | None = None, record=None) -> torch.Tensor:
-    """``sample(vae, sde, shape, method="vae")``: ``VAE.sample``, one decoder call (nfe = 1, steps = 1).
-
-    The registry's signature; ``model`` is the samplers' counted wrapper of the VAE. ``sde``, ``grid`` and
-    the prior draw ``x`` (used for its shape only) play no part: z ~ N(0, I) is drawn from ``generator``.
-    """
-    vae = model.eps_model
-    if not isinstance(vae, VAE):
-        raise ValueError(f"method 'vae' needs a VAE as its model; got {type(vae).__name__}")
-    if steps != 1:
-        raise ValueError(f"method 'vae' takes steps=1 (one decoder call); got {steps!r}")
-    if tuple(x.shape[1:]) != vae.shape:
-        raise ValueError(f"shape must be (n, {', '.join(map(str, vae.shape))}) for this VAE; got {tuple(x.shape)}")
-    x = vae.sample(x.shape[0], generator=generator, mean=mean)
-    model.nfe += 1
-    if record is not None:
-        record(0.0, x)
-    return x
-
-
 def conv_encoder(shape, channels, z_dim: int) -> nn.Sequential:
     """Stride-2 4x4 convolutions ``shape[0] -> channels[0] -> ...`` (ReLU), then a linear head to ``2 z_dim``."""
     c, h, w = shape

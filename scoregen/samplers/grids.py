@@ -9,12 +9,17 @@ A grid is a monotone map ``tau(u)`` from ``u`` in [0, 1] onto [t_lo, 1] (``tau(0
     karras      s^(1/rho) uniform in u, s = sigma / alpha, rho = 7   (EDM, Karras et al. 2022, eq. 5)
 
 ``uniform`` and ``quadratic`` reach t_lo = 0; ``log_snr`` and ``karras`` need t_lo > 0.
+
+``sampling_grid`` turns a rule and a step count into the grid a sampler takes: for a sampler that steps onto
+t = 0 the last time is 0, for one that stops at t_min > 0 (and then denoises) the last time is t_min.
 """
 from __future__ import annotations
 
+from numbers import Real
+
 import torch
 
-from ..sde import VPSDE
+from ..sde import T_MIN, VPSDE
 
 RHO = 7.0
 
@@ -58,11 +63,19 @@ def time_grid(sde: VPSDE, grid: str, steps: int, t_lo: float) -> torch.Tensor:
     return t
 
 
-def tau_and_rate(sde: VPSDE, grid: str, u, t_lo: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``tau(u)`` and ``d tau / du`` at every point of ``u`` (a float or a CPU tensor), float64 on the
-    CPU: one autograd call, ``tau`` being elementwise."""
-    with torch.enable_grad():
-        u = torch.as_tensor(u, dtype=torch.float64).clone().requires_grad_()
-        t = tau(sde, grid, u, t_lo)
-        (rate,) = torch.autograd.grad(t.sum(), u)
-    return t.detach(), rate
+def sampling_grid(sde: VPSDE, grid: str, steps: int, t_min: float | None,
+                  onto_zero: bool) -> tuple[torch.Tensor, float]:
+    """The K + 1 times of ``steps`` steps of rule ``grid`` (float64, CPU), as ``sample`` passes them on,
+    and t_min, the model's smallest training time (None: ``T_MIN``).
+
+    ``onto_zero`` (ddpm, ddim, ...): the grid from 1 to 0 for ``GRIDS_FROM_ZERO`` (t_i = i / K for uniform:
+    DDPM's grid), else ``time_grid`` to t_min with its last time then set to 0: the last step lands on the
+    data. Else (samplers with ``final_denoise``): ``time_grid`` from 1 to t_min.
+    """
+    t_min = T_MIN if t_min is None else t_min
+    if isinstance(t_min, bool) or not isinstance(t_min, Real) or not 0 < t_min < 1:
+        raise ValueError(f"t_min must be a number in (0.0, 1.0); got {t_min!r}")
+    t = time_grid(sde, grid, steps, 0.0 if onto_zero and grid in GRIDS_FROM_ZERO else t_min)
+    if onto_zero:
+        t[-1] = 0.0
+    return t, float(t_min)

@@ -22,17 +22,18 @@ end in torchdiffeq's ``AssertionError: underflow in dt 0.0``.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torchdiffeq import odeint
 
-from ..sde import VPSDE
-from .common import Model, Recorder, final_step
-from .grids import time_grid
+from .common import Model, Recorder, check_choice, check_grid, check_range, final_step
 
 FIXED = ("euler", "midpoint", "heun2", "heun3", "rk4")
 ADAPTIVE = ("dopri5", "bosh3", "adaptive_heun", "dopri8")
-SOLVERS = FIXED + ADAPTIVE
-VARIABLES = ("t", "log_snr", "edm")
+Solver = Literal[FIXED + ADAPTIVE]
+Variable = Literal["t", "log_snr", "edm"]
+TOL = 1e-5  # rtol and atol of the adaptive solvers when not given
 
 
 def _first_bad(x: torch.Tensor) -> str:
@@ -60,9 +61,8 @@ class ProbabilityFlow:
     """The PF-ODE right-hand side in ``variable``; the state is x, or y = x / alpha for "edm".
     ``check_finite``: raise on a non-finite network output (a host sync per call: adaptive solvers only)."""
 
-    def __init__(self, model: Model, sde: VPSDE, variable: str, record: Recorder | None = None,
-                 check_finite: bool = False):
-        self.model, self.sde, self.variable, self.record = model, sde, variable, record
+    def __init__(self, model: Model, variable: str, record: Recorder | None = None, check_finite: bool = False):
+        self.model, self.sde, self.variable, self.record = model, model.sde, variable, record
         self.check_finite = check_finite
 
     def v_of_t(self, t: torch.Tensor) -> torch.Tensor:
@@ -84,7 +84,7 @@ class ProbabilityFlow:
     def __call__(self, v: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         t = self.t_of_v(v)
         x = self.scale(t) * y
-        eps = self.model(x, t)
+        eps = self.model.eps(x, t)
         if self.check_finite and not bool(torch.isfinite(eps).all()):
             where = "" if bool(torch.isfinite(x).all()) else f"; its input x_t had NaN/inf ({_first_bad(x)})"
             raise ValueError(f"eps_model returned NaN/inf at t={float(t):.4g} during the adaptive ODE solve "
@@ -102,12 +102,11 @@ class ProbabilityFlow:
         self.record(t, self.scale(t) * y0)
 
 
-def odeint_pf(model: Model, sde: VPSDE, x: torch.Tensor, times: torch.Tensor, *, solver: str,
-              variable: str, rtol: float | None = None, atol: float | None = None,
-              record: Recorder | None = None) -> torch.Tensor:
+def odeint_pf(model: Model, x: torch.Tensor, times: torch.Tensor, *, solver: str, variable: str,
+              rtol: float | None = None, atol: float | None = None, record: Recorder | None = None) -> torch.Tensor:
     """Solve the PF-ODE from times[0] to times[-1] (either direction): a fixed-grid solver steps
     on every point of ``times``; an adaptive one (rtol, atol) uses only the end points."""
-    flow = ProbabilityFlow(model, sde, variable, record, check_finite=solver in ADAPTIVE)
+    flow = ProbabilityFlow(model, variable, record, check_finite=solver in ADAPTIVE)
     times = times.to(dtype=torch.float64)
     if solver in ADAPTIVE:
         check_state(x)
@@ -128,11 +127,23 @@ def odeint_pf(model: Model, sde: VPSDE, x: torch.Tensor, times: torch.Tensor, *,
     return x
 
 
-def sample_ode(model: Model, sde: VPSDE, x: torch.Tensor, *, steps: int | None, grid: str, t_min: float,
-               solver: str, variable: str, rtol: float | None = None, atol: float | None = None,
-               final_denoise: bool = True, generator=None, record: Recorder | None = None) -> torch.Tensor:
-    """PF-ODE from t = 1 to t_min (fixed-grid: ``steps`` steps of ``grid``; adaptive: rtol/atol),
-    then (``final_denoise``) x0_hat = (x - sigma eps) / alpha at t_min. Deterministic given x_1."""
-    times = time_grid(sde, grid, steps, t_min) if solver in FIXED else torch.tensor([1.0, t_min], dtype=torch.float64)
-    x = odeint_pf(model, sde, x, times, solver=solver, variable=variable, rtol=rtol, atol=atol, record=record)
-    return final_step(model, sde, x, t_min, final_denoise, record)
+def sample_ode(model: Model, x: torch.Tensor, t: torch.Tensor, *, solver: Solver = "rk4", variable: Variable = "t",
+               rtol: float | None = None, atol: float | None = None, final_denoise: bool = True, generator=None,
+               record: Recorder | None = None) -> torch.Tensor:
+    """The probability-flow ODE (Song et al. 2021, eq. 13) by torchdiffeq.odeint.
+
+    From t[0] to t[-1] > 0: a fixed-grid ``solver`` steps on every time of the grid; an adaptive one uses
+    its end points only and picks its own steps to rtol/atol (None: ``TOL``; fixed-grid solvers take
+    neither). Then (``final_denoise``) x0_hat at t[-1]. Deterministic given x_1."""
+    check_grid(t, end_above_zero=True)
+    check_choice("solver", solver, Solver)
+    check_choice("variable", variable, Variable)
+    check_choice("final_denoise", final_denoise, (True, False))
+    if solver in ADAPTIVE:
+        rtol, atol = (TOL if tol is None else tol for tol in (rtol, atol))
+        check_range("rtol", rtol, 0.0, 1.0)
+        check_range("atol", atol, 0.0, 1.0)
+    elif rtol is not None or atol is not None:
+        raise ValueError(f"rtol/atol apply to adaptive solvers {ADAPTIVE}, not {solver!r}")
+    x = odeint_pf(model, x, t, solver=solver, variable=variable, rtol=rtol, atol=atol, record=record)
+    return final_step(model, x, t[-1], final_denoise, record)

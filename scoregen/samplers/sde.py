@@ -2,12 +2,13 @@
 
     dx = [f(x, t) - g(t)^2 score(x, t)] dt + g(t) dW_bar,   score = -eps / sigma_t,   t: 1 -> t_min
 
-torchsde integrates forward in time, so the SDE is written in r = step index in [0, K] with
-t = tau(1 - r / K), ``tau`` the chosen grid (``grids.py``). A deterministic time change maps drift
+torchsde integrates forward in time, so the SDE is written in r = step index in [0, K]: t(r) is the
+monotone cubic (PCHIP, Fritsch & Carlson 1980) through the grid's times, t(i) = t_i, smooth so that a
+solver's stages inside a step and at its end see one time change. A deterministic time change maps drift
 and diffusion by the chain rule, ``F = (f - g^2 score) dt/dr`` and ``G = g sqrt(|dt/dr|)``, and
-torchsde's fixed step dr = 1 lands exactly on the grid points t_i. g depends on t only, so the
-noise is additive and Ito and Stratonovich solutions coincide: each solver gets the SDE type it
-needs. t, dt/dr, sigma_t and g(t) are tabulated before the loop, in one vectorised call, at every
+torchsde's fixed step dr = 1 lands exactly on the grid points t_i (on a uniform grid t(r) is linear).
+g depends on t only, so the noise is additive and Ito and Stratonovich solutions coincide: each solver
+gets the SDE type it needs. t, dt/dr, sigma_t and g(t) are tabulated before the loop, in one vectorised call, at every
 r a solver's stages visit; torchsde's times are CPU scalars, so its step loop never touches the
 device. The Brownian motion in r (``GridBrownian``) draws each step's increment from the sampler's
 generator on the model's device.
@@ -15,13 +16,13 @@ generator on the model's device.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torchsde
+from scipy.interpolate import PchipInterpolator
 
-from ..sde import VPSDE
-from .common import Model, Recorder, final_step
-from .grids import tau_and_rate
+from .common import Model, Recorder, check_choice, check_grid, final_step
 
 # solver -> (sde_type, noise_type) that torchsde 0.2.6 accepts; "additive" lets g act as g(t) v.
 SOLVERS = {
@@ -34,6 +35,7 @@ SOLVERS = {
     # like this one; on 'gmm2d' its E[log p] is still 3.6 nats off at 1000 steps (README)
     "reversible_heun": ("stratonovich", "diagonal"),  # torchsde needs g itself here
 }
+Solver = Literal[tuple(SOLVERS)]
 LEVY_AREA = {"srk": "space-time"}  # what a solver asks of the Brownian motion beyond increments
 SUBSTEPS = 4  # the solvers' stages sit at r + {0, 1/2 (midpoint), 3/4 (srk), 1}: a table in quarter steps
 
@@ -86,17 +88,20 @@ class GridBrownian(torchsde.BaseBrownian):
 
 
 class ReverseSDE:
-    """The reverse VP-SDE in torchsde's form (state [batch, D], time r increasing)."""
+    """The reverse VP-SDE in torchsde's form (state [batch, D], time r increasing) on the grid ``t``."""
 
-    def __init__(self, model: Model, sde: VPSDE, shape, grid: str, steps: int, t_min: float, solver: str):
+    def __init__(self, model: Model, shape, t: torch.Tensor, solver: str):
         self.sde_type, self.noise_type = SOLVERS[solver]
-        self.model, self.vp, self.shape = model, sde, tuple(shape)
+        self.model, self.vp, self.shape = model, model.sde, tuple(shape)
+        steps = len(t) - 1
         r = torch.arange(SUBSTEPS * steps + 1, dtype=torch.float64) / SUBSTEPS
-        t, dt_du = tau_and_rate(sde, grid, 1 - r / steps, t_min)
-        dt_dr = -dt_du / steps
+        t_of_r = PchipInterpolator(torch.arange(steps + 1.0).numpy(), t.numpy())
+        t_r = torch.from_numpy(t_of_r(r.numpy()))
+        t_r[::SUBSTEPS] = t  # the grid's times exactly
+        dt_dr = t_of_r.derivative()(r.numpy()).tolist()
         # r -> (t as a CPU scalar, dt/dr, sigma_t, g(t)); an r off the table is a KeyError, not a wrong time
-        self.at = dict(zip(r.tolist(), zip(t.unbind(), dt_dr.tolist(), sde.sigma(t).tolist(),
-                                           sde.diffusion(t).tolist())))
+        self.at = dict(zip(r.tolist(), zip(t_r.unbind(), dt_dr, self.vp.sigma(t_r).tolist(),
+                                           self.vp.diffusion(t_r).tolist())))
         self._cache = (None, None, None)  # torchsde calls f once at (r_0, y_0) to check shapes
         if self.noise_type == "diagonal":
             self.g = lambda r, y: self._g(r) * torch.ones_like(y)
@@ -106,7 +111,7 @@ class ReverseSDE:
         if self._cache[0] == r and self._cache[1] is y:
             return self._cache[2]
         t, dt_dr, sigma_t, g_t = self.at[r]
-        eps = self.model(y.view(self.shape), float(t)).view_as(y)
+        eps = self.model.eps(y.view(self.shape), float(t)).view_as(y)
         score = -eps / sigma_t
         out = (self.vp.drift(y, t) - g_t ** 2 * score) * dt_dr
         self._cache = (r, y, out)
@@ -120,16 +125,18 @@ class ReverseSDE:
         return self._g(r) * v
 
 
-def sample_sde(model: Model, sde: VPSDE, x: torch.Tensor, *, steps: int, grid: str, t_min: float,
-               solver: str = "euler", final_denoise: bool = True, dt=None, generator=None,
-               record: Recorder | None = None) -> torch.Tensor:
-    """Reverse SDE from t = 1 to t_min in ``steps`` steps of ``grid``, then (``final_denoise``)
-    x0_hat = (x - sigma eps) / alpha at t_min. The Brownian motion is a ``GridBrownian`` drawing
-    from ``generator`` on the model's device, step by step (no host sync). ``dt`` is resolved into
-    ``steps`` by ``sample``.
-    """
-    n = x.shape[0]
-    rsde = ReverseSDE(model, sde, x.shape, grid, steps, t_min, solver)
+def sample_sde(model: Model, x: torch.Tensor, t: torch.Tensor, *, solver: Solver = "euler",
+               final_denoise: bool = True, generator=None, record: Recorder | None = None) -> torch.Tensor:
+    """The reverse-time SDE (Song et al. 2021, eq. 6) by torchsde.sdeint.
+
+    From t[0] to t[-1] > 0 in one solver step per grid step, then (``final_denoise``) x0_hat at t[-1].
+    The Brownian motion is a ``GridBrownian`` drawing from ``generator`` on the model's device, step by
+    step (no host sync)."""
+    check_grid(t, end_above_zero=True)
+    check_choice("solver", solver, Solver)
+    check_choice("final_denoise", final_denoise, (True, False))
+    n, steps = x.shape[0], len(t) - 1
+    rsde = ReverseSDE(model, x.shape, t, solver)
     bm = GridBrownian(steps, (n, x[0].numel()), generator=generator, device=x.device, dtype=x.dtype,
                       levy_area=LEVY_AREA.get(solver, "none"))
     r = torch.arange(steps + 1, dtype=torch.float64) if record is not None else \
@@ -139,4 +146,4 @@ def sample_sde(model: Model, sde: VPSDE, x: torch.Tensor, *, steps: int, grid: s
     if record is not None:
         for r_i, y_i in zip(r.tolist(), ys):
             record(rsde.at[r_i][0], y_i.view(x.shape))
-    return final_step(model, sde, x, t_min, final_denoise, record)
+    return final_step(model, x, t[-1], final_denoise, record)
