@@ -29,18 +29,13 @@ from torchdiffeq import odeint
 from .checks import check_sizes
 from .nets.vae import discretized_gaussian_log_prob
 from .quantization import check_levels, check_on_grid, warn_if_quantized
-from .samplers.common import Model, model_device_dtype
+from .samplers.common import Model, check_choice, model_device_dtype
+from .samplers.ddpm import Variance
 from .samplers.ode import ADAPTIVE, ProbabilityFlow, check_state
 from .sde import T_MIN, VPSDE
 
 DIVERGENCES = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
-VARIANCES = ("posterior", "beta")
-
-
-def _check_choice(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
 
 
 # --- the convention ------------------------------------------------------------------------------
@@ -146,8 +141,8 @@ def log_likelihood(eps_model, sde: VPSDE, x: torch.Tensor, *, divergence: str = 
         device: where a plain-function ``eps_model`` runs (default x's device); an ``nn.Module`` runs on
             its parameters' device and dtype.
     """
-    _check_choice("divergence", divergence, DIVERGENCES)
-    _check_choice("probe", probe, PROBES)
+    check_choice("divergence", divergence, DIVERGENCES)
+    check_choice("probe", probe, PROBES)
     if int(probes) != probes or probes < 1:
         raise ValueError(f"probes must be a positive integer; got {probes!r}")
     if not 0 < t_min < 1:
@@ -235,7 +230,7 @@ def _pair_terms(model: Model, sde: VPSDE, x, j, i, grid, term, batch_size, gener
 
 @torch.no_grad()
 def ddpm_bound(eps_model, sde: VPSDE, x: torch.Tensor, *, levels: int | None = None, steps: int = 1000,
-               grid=None, variance: str = "posterior", sample_steps: int | None = None, proposal=None,
+               grid=None, variance: Variance = "posterior", sample_steps: int | None = None, proposal=None,
                batch_size: int = 4096, generator: torch.Generator | None = None, device=None) -> VariationalBound:
     """The DDPM variational bound (Ho et al. 2020, eq. 5) on a grid ``0 = t_0 < ... < t_K = 1``:
 
@@ -265,7 +260,7 @@ def ddpm_bound(eps_model, sde: VPSDE, x: torch.Tensor, *, levels: int | None = N
     """
     check_levels(levels)
     check_sizes(batch_size=batch_size)
-    _check_choice("variance", variance, VARIANCES)
+    check_choice("variance", variance, Variance)
     if sample_steps is not None and (int(sample_steps) != sample_steps or sample_steps < 1):
         raise ValueError(f"sample_steps must be a positive integer or None (all steps); got {sample_steps!r}")
     model, x = _counted_model(eps_model, sde, x, device)

@@ -92,7 +92,7 @@ def check_choice(name: str, value, allowed) -> None:
     """Raise unless ``value`` is one of ``allowed`` (a tuple or a ``Literal``)."""
     allowed = typing.get_args(allowed) or tuple(allowed)
     if isinstance(value, bool) != isinstance(allowed[0], bool) or value not in allowed:
-        raise ValueError(f"{name}={value!r} is not valid; valid: {allowed}")
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
 
 
 def check_range(name: str, value, lo: float, hi: float, lo_open=True, hi_open=True) -> None:
