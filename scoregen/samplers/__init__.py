@@ -72,9 +72,10 @@ def describe() -> str:
     """The registry as text: one line per method, then its options with defaults and allowed values."""
     lines = []
     for name in METHODS:
+        allowed = choices(name)
         lines.append(f"{name}: {summary(name)}")
         lines.append(f"    steps = {STEPS[name]}")
-        lines += [f"    {k} = {v!r}" + (f"  {choices(name)[k]}" if k in choices(name) else "")
+        lines += [f"    {k} = {v!r}" + (f"  {allowed[k]}" if k in allowed else "")
                   for k, v in method_options(name).items()]
     return "\n".join(lines + [f"grids: {', '.join(GRIDS)}, or an explicit tensor of decreasing times"])
 
