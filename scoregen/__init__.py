@@ -11,14 +11,15 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "VPSDE": "sde", "T_MIN": "sde",
     "GaussianMixture": "data", "load_dataset": "data", "Dataset": "data",
-    "sample": "samplers", "SampleResult": "samplers", "METHODS": "samplers", "GRIDS": "samplers",
+    "sample": "samplers", "SampleResult": "samplers", "pf_ode_solution": "samplers",
+    "optimize_grid": "tune", "METHODS": "samplers", "GRIDS": "samplers",
     "log_likelihood": "likelihood", "ddpm_bound": "likelihood", "bits_per_dim": "likelihood",
     "QuantizedDataWarning": "quantization",
     "build_model": "nets",
     "TrainConfig": "checkpoint", "load_checkpoint": "checkpoint",
 }
 _SUBMODULES = ("sde", "data", "nets", "samplers", "likelihood", "metrics", "features", "control", "train",
-               "checkpoint", "compare", "outputs", "quantization")
+               "checkpoint", "compare", "outputs", "quantization", "tune")
 __all__ = sorted(_EXPORTS)
 
 

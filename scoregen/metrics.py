@@ -128,6 +128,16 @@ def kid(feats_a, feats_b, *, subsets: int = 100, subset_size: int = 1000,
     return values.mean().item(), (values.std().item() if subsets > 1 else 0.0)
 
 
+def ode_err(x, reference) -> float:
+    """RMS distance per coordinate of samples to their reference (the PF-ODE's map of the same prior draws,
+    ``samplers.pf_ode_solution``): ``sqrt(mean((x - reference)^2))``. The error of a deterministic sampler
+    itself, without the sampling noise of a distribution distance."""
+    x, reference = _pair(x, reference)
+    if x.shape[0] != reference.shape[0]:
+        raise ValueError(f"x and reference must pair up sample for sample; got {x.shape[0]} and {reference.shape[0]}")
+    return (x - reference).pow(2).mean().sqrt().item()
+
+
 def gaussian_stats(x) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean [d] and unbiased covariance [d, d] of samples [n, ...], in float64."""
     x = _flat(x, "x")

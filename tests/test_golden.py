@@ -2,8 +2,12 @@
 (float64), from fixed seeds, against samples recorded before the sampler contract was restructured
 (issue 12). A refactoring of the samplers must leave these bitwise unchanged, and the NFE counts too.
 
-Bitwise equality holds on the machine class that recorded them (the CPU capability is saved with them);
-elsewhere a different vector unit may round differently, and the samples are compared to 1e-5 relative.
+Bitwise equality holds on the machine class that recorded them (the CPU's model name and torch's CPU
+capability are saved with them) at one CPU thread (the tests run at one: torch's thread count changes how
+convolutions sum, by up to 2e-4 after an adaptive solve); elsewhere a different vector unit or another
+vendor's kernels round differently (an AMD and an Intel CPU both "AVX512" differ by up to 4e-5 in the float32
+digits samples), and the samples are compared to 2e-4 absolute, far below any change of a sampler's
+arithmetic (a changed coefficient moves these samples by 1e-3 or more).
 
 One recorded exception: the reverse SDE on the float64 oracle agrees to round-off (2e-15), not bitwise. Its
 time change between grid points is now interpolated from the grid's times (the sampler sees times, not the
@@ -13,6 +17,7 @@ undamped parasitic mode amplifies them); on the float32 network they vanish.
 ``python tests/test_golden.py --write`` re-records them: only when a change is meant to alter samples,
 and say so in the commit.
 """
+import platform
 import sys
 from pathlib import Path
 
@@ -37,8 +42,23 @@ CASES += [("ode", 5, {"solver": "heun2", "variable": v}) for v in ("log_snr", "e
 CASES += [("ode", 5, {"solver": "heun2", "grid": g}) for g in ("quadratic", "log_snr", "karras")]
 CASES += [("ode", 5, {"final_denoise": False}), ("ode", None, {"solver": "dopri5", "rtol": 1e-3, "atol": 1e-3}),
           ("ode", None, {"solver": "bosh3", "rtol": 1e-3, "atol": 1e-3})]
+# the fast samplers (issue 13): every order and variant of dpmpp and unipc, heun with and without churn, pc
+CASES += [("dpmpp", 6, {"order": o}) for o in (1, 2, 3)] + [("dpmpp", 6, {"variant": "singlestep", "order": o})
+                                                              for o in (2, 3)]
+CASES += [("dpmpp", 6, {"eta": 1.0}), ("dpmpp", 6, {"order": 3, "grid": "karras"})]
+CASES += [("unipc", 6, {"order": o}) for o in (1, 2, 3)] + [("unipc", 6, {"variant": "bh1", "order": 3}),
+                                                             ("unipc", 6, {"corrector": False})]
+CASES += [("heun", 4, {}), ("heun", 4, {"s_churn": 2.0, "grid": "karras"}), ("pc", 5, {}),
+          ("pc", 5, {"predictor": "ancestral", "corrector_steps": 2})]
 TRAJECTORIES = [("ddpm", 10, {}), ("ddim", 7, {"grid": "karras"}), ("sde", 10, {"solver": "heun"}),
                 ("ode", 5, {"solver": "rk4"})]
+
+
+def machine() -> str:
+    """The CPU's model name and torch's CPU capability: what decides the last bits of a float32 run."""
+    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+             if line.startswith("model name")] if Path("/proc/cpuinfo").is_file() else []
+    return f"{names[0] if names else platform.processor()} / {torch.backends.cpu.get_cpu_capability()}"
 
 
 def _models():
@@ -62,14 +82,22 @@ def _run(model, sde, shape, kw, method, steps, options, trajectory=False):
 
 
 def record() -> dict:
-    torch.set_num_threads(1)
     runs = {}
     for name, (model, sde, shape, kw) in _models().items():
         for method, steps, options in CASES:
             runs[_key(name, method, steps, options)] = _run(model, sde, shape, kw, method, steps, options)
         for method, steps, options in TRAJECTORIES:
             runs[_key(name, method, steps, options, True)] = _run(model, sde, shape, kw, method, steps, options, True)
-    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": str(torch.__version__), "runs": runs}
+    return {"machine": machine(), "torch": str(torch.__version__), "runs": runs}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Every golden run at one CPU thread, as recorded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -86,14 +114,14 @@ ROUND_OFF = {("oracle", "sde")}  # (model, method) equal to float64 round-off (s
 
 
 def _same(a: torch.Tensor, b: torch.Tensor, bitwise: bool) -> bool:
-    return torch.equal(a, b) if bitwise else torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    return torch.equal(a, b) if bitwise else torch.allclose(a, b, rtol=1e-4, atol=2e-4)
 
 
 def _bitwise(golden, name: str, method: str) -> bool | None:
-    """Compare bitwise (True), to 1e-5 (False, another CPU), or to float64 round-off (None)."""
+    """Compare bitwise (True), to 2e-4 (False, another CPU), or to float64 round-off (None)."""
     if (name, method) in ROUND_OFF:
         return None
-    return golden["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    return golden.get("machine") == machine()
 
 
 @pytest.mark.parametrize("name", ["digits", "oracle"])
@@ -127,5 +155,6 @@ def test_trajectories_are_unchanged(golden, models, name, method, steps, options
 
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
     GOLDEN.parent.mkdir(exist_ok=True)
+    torch.set_num_threads(1)
     torch.save(record(), GOLDEN)
     print(f"wrote {GOLDEN} ({GOLDEN.stat().st_size / 1e3:.0f} kB)")

@@ -21,7 +21,11 @@ ODE_SYNCS = pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
 CASES = [pytest.param(method, {key: value}, id=f"{method}-{key}={value}",
                       marks=ODE_SYNCS if method == "ode" else ())
          for method, key, values in (("ddpm", "variance", choices("ddpm")["variance"]), ("ddim", "eta", (0.0, 1.0)),
-                                     ("sde", "solver", choices("sde")["solver"]), ("ode", "solver", FIXED))
+                                     ("sde", "solver", choices("sde")["solver"]), ("ode", "solver", FIXED),
+                                     ("dpmpp", "order", (1, 2, 3)), ("dpmpp", "eta", (1.0,)),
+                                     ("dpmpp", "variant", ("singlestep",)), ("unipc", "order", (1, 2, 3)),
+                                     ("unipc", "variant", ("bh1",)), ("heun", "s_churn", (0.0, 1.0)),
+                                     ("pc", "predictor", choices("pc")["predictor"]))
          for value in values]
 
 

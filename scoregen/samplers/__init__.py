@@ -25,12 +25,18 @@ from ..sde import T_MIN, VPSDE
 from .common import Model, Recorder, Trajectory, check_grid, model_device_dtype
 from .ddim import sample_ddim
 from .ddpm import sample_ddpm
+from .dpmpp import sample_dpmpp
 from .grids import GRIDS, sampling_grid
-from .ode import sample_ode
+from .heun import sample_heun
+from .ode import TOL, sample_ode
+from .pc import sample_pc
 from .sde import sample_sde
+from .unipc import sample_unipc
 
-METHODS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "sde": sample_sde, "ode": sample_ode}
-STEPS = {"ddpm": 1000, "ddim": 50, "sde": 1000, "ode": 20}  # default step counts
+METHODS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "sde": sample_sde, "ode": sample_ode,
+           "dpmpp": sample_dpmpp, "unipc": sample_unipc, "heun": sample_heun, "pc": sample_pc}
+STEPS = {"ddpm": 1000, "ddim": 50, "sde": 1000, "ode": 20,  # default step counts
+         "dpmpp": 20, "unipc": 20, "heun": 18, "pc": 1000}
 _CONTRACT = ("generator", "record")  # keyword-only parameters every sampler has, which are not options
 
 
@@ -51,6 +57,19 @@ def choices(method: str) -> dict:
         elif hint is bool:
             out[name] = (True, False)
     return out
+
+
+def steps_onto_zero(method: str) -> bool:
+    """Whether ``method`` steps onto t = 0 (its grids end at 0); the others stop at t_min > 0 and finish with
+    ``final_denoise`` (eps / sigma is singular at 0)."""
+    return "final_denoise" not in method_options(method)
+
+
+def is_deterministic(method: str, options: dict | None = None) -> bool:
+    """Whether ``method`` with ``options`` is a deterministic map of the prior draw (it draws no noise after
+    x1): ddim and dpmpp with eta = 0, heun without churn, unipc and every ode solver."""
+    o = {**method_options(method), **(options or {})}
+    return method in ("ddim", "dpmpp", "heun", "unipc", "ode") and not o.get("eta") and not o.get("s_churn")
 
 
 def summary(method: str) -> str:
@@ -86,7 +105,8 @@ def _looks_like_vae(model) -> bool:
 
 def sample(eps_model, sde: VPSDE, shape, method: str, steps: int | None = None, *, grid="uniform",
            t_min: float | None = None, generator: torch.Generator | None = None, device=None,
-           dtype: torch.dtype | None = None, return_trajectory: bool = False, **options) -> SampleResult:
+           dtype: torch.dtype | None = None, x1: torch.Tensor | None = None, return_trajectory: bool = False,
+           **options) -> SampleResult:
     """Draw ``shape[0]`` samples by ``method`` from x_1 ~ N(0, I) at t = 1 (see ``METHODS``).
 
     Args:
@@ -100,6 +120,8 @@ def sample(eps_model, sde: VPSDE, shape, method: str, steps: int | None = None, 
         t_min: the model's smallest training time (None: ``T_MIN``; give a checkpoint's ``config.t_min``):
             where samplers with ``final_denoise`` stop and where log_snr/karras grids end.
         generator: seeds everything (prior, noise, Brownian motion).
+        x1: the prior draw at t[0] itself, of ``shape`` (None: drawn from ``generator``), e.g. the same
+            draws for several samplers and their reference solution.
         return_trajectory: keep the intermediate states in ``result.trajectory``.
         options: the method's options (``method_options(method)``).
 
@@ -122,7 +144,7 @@ def sample(eps_model, sde: VPSDE, shape, method: str, steps: int | None = None, 
                          f"its options: {', '.join(defaults)}")
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, Integral) or steps < 1):
         raise ValueError(f"steps must be a positive integer; got {steps!r}")
-    onto_zero = "final_denoise" not in defaults
+    onto_zero = steps_onto_zero(method)
     if isinstance(grid, torch.Tensor):
         if steps is not None or t_min is not None:
             raise ValueError("an explicit grid fixes the steps and the last time: give no steps or t_min")
@@ -142,10 +164,14 @@ def sample(eps_model, sde: VPSDE, shape, method: str, steps: int | None = None, 
     if generator is not None and generator.device.type != device.type:
         raise ValueError(f"generator is on {generator.device} but the model samples on {device}; "
                          f"use torch.Generator({device.type!r})")
+    if x1 is not None and not (isinstance(x1, torch.Tensor) and tuple(x1.shape) == shape
+                               and x1.device.type == device.type and x1.dtype == dtype):
+        got = f"{x1.dtype} tensor of shape {tuple(x1.shape)} on {x1.device}" if isinstance(x1, torch.Tensor) else repr(x1)
+        raise ValueError(f"x1 must be a {dtype} tensor of shape {shape} on {device}; got {got}")
     model = Model(eps_model, sde, device, dtype)
     record = Recorder() if return_trajectory else None
     with torch.no_grad():
-        x = sde.prior_sample(shape, generator=generator, device=device, dtype=dtype)
+        x = sde.prior_sample(shape, generator=generator, device=device, dtype=dtype) if x1 is None else x1
         x = fn(model, x, t, generator=generator, record=record, **options)
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"method {method!r} produced non-finite samples: eps_model returned NaN/inf "
@@ -155,5 +181,14 @@ def sample(eps_model, sde: VPSDE, shape, method: str, steps: int | None = None, 
     return SampleResult(x, model.nfe, resolved, record.result() if record else None)
 
 
-__all__ = ["sample", "SampleResult", "Trajectory", "METHODS", "STEPS", "GRIDS", "T_MIN", "describe",
+def pf_ode_solution(eps_model, sde: VPSDE, x1: torch.Tensor, *, t_min: float | None = None, tol: float = TOL,
+                    **kwargs) -> SampleResult:
+    """The PF-ODE's own map of the prior draws ``x1``: dopri5 at rtol = atol = ``tol`` from t = 1 to t_min,
+    then the final denoising step; the reference that deterministic samplers are measured against
+    (``metrics.ode_err``) and that grids are tuned to. ``kwargs`` go to ``sample`` (device, dtype)."""
+    return sample(eps_model, sde, tuple(x1.shape), "ode", 1, t_min=t_min, x1=x1, solver="dopri5", rtol=tol, atol=tol,
+                  **kwargs)
+
+
+__all__ = ["sample", "pf_ode_solution", "is_deterministic", "steps_onto_zero", "SampleResult", "Trajectory", "METHODS", "STEPS", "GRIDS", "T_MIN", "describe",
            "method_options", "choices"]

@@ -12,14 +12,22 @@ A grid is a monotone map ``tau(u)`` from ``u`` in [0, 1] onto [t_lo, 1] (``tau(0
 
 ``sampling_grid`` turns a rule and a step count into the grid a sampler takes: for a sampler that steps onto
 t = 0 the last time is 0, for one that stops at t_min > 0 (and then denoises) the last time is t_min.
+
+A grid file (``save_grid``, ``load_grid``) holds the times themselves as JSON: ``{"t": [...], ...}`` (a tuned grid,
+``scoregen.tune``, with how it was made) or a bare list of decreasing times.
 """
 from __future__ import annotations
 
+import errno
+import json
 from numbers import Real
+from pathlib import Path
 
 import torch
 
+from ..outputs import write_atomic
 from ..sde import T_MIN, VPSDE
+from .common import check_grid
 
 RHO = 7.0
 
@@ -79,3 +87,49 @@ def sampling_grid(sde: VPSDE, grid: str, steps: int, t_min: float | None,
     if onto_zero:
         t[-1] = 0.0
     return t, float(t_min)
+
+
+# --- grid files ----------------------------------------------------------------------------------------
+def _grid_of(values, where: str) -> torch.Tensor:
+    """``values``, a list of numbers, as a grid (float64, CPU), checked by ``common.check_grid``; errors name
+    ``where``."""
+    if not isinstance(values, (list, tuple)):
+        raise ValueError(f"{where} must be a list of decreasing times in [0, 1]; got a {type(values).__name__}")
+    bad = [(i, v) for i, v in enumerate(values) if isinstance(v, bool) or not isinstance(v, Real)]
+    if bad:
+        raise ValueError(f"{where} must be a list of decreasing times in [0, 1]; got {bad[0][1]!r} at index {bad[0][0]}")
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    try:
+        check_grid(t)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    return t
+
+
+def save_grid(path, t, **info) -> Path:
+    """Write the grid ``t`` (a tensor or list of decreasing times in [0, 1]) to ``path`` as JSON, ``{"t": [...],
+    **info}`` (``info``: JSON values, e.g. method, steps, options, checkpoint, errors), atomically
+    (``outputs.write_atomic``). ``load_grid`` reads it back."""
+    values = t.tolist() if isinstance(t, torch.Tensor) else t
+    grid = _grid_of(values, "t")
+    return write_atomic(path, (json.dumps({"t": grid.tolist(), **info}, indent=1) + "\n").encode())
+
+
+def load_grid(path) -> torch.Tensor:
+    """The grid of a JSON file (float64, CPU): ``save_grid``'s ``{"t": [...], ...}`` or a bare list of decreasing
+    times in [0, 1] (any library's timestep list, as times). ``sample(..., grid=load_grid(path))`` runs on it."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"{path} is a folder, not a grid file")
+    if not path.is_file():
+        raise FileNotFoundError(errno.ENOENT, f"no grid file at {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a grid file: not valid JSON ({e})") from None
+    if isinstance(data, dict):
+        if "t" not in data:
+            raise ValueError(f"{path} is not a grid file: its JSON object has no 't' (the times); "
+                             f"keys: {', '.join(map(str, data))}")
+        data = data["t"]
+    return _grid_of(data, f"the times of {path}")
