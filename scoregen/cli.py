@@ -145,7 +145,8 @@ def _add_sample(sub):
     p.add_argument("--ckpt", type=Path, help="the checkpoint, as an option")
     p.add_argument("--method", help="sampler of an eps-network (default: ddim; `scoregen sample` lists them)")
     p.add_argument("--steps", type=_count(1), help="number of steps (default: the method's)")
-    p.add_argument("--grid", help="time grid of the sampler (default: uniform; `scoregen sample` lists them)")
+    p.add_argument("--grid", help="time grid of the sampler: a name (default: uniform; `scoregen sample` lists them) "
+                                  "or a grid file (JSON, e.g. from `scoregen tune-grid`; it fixes the steps)")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="method option, e.g. -o eta=0.5 -o solver=dopri5 -o rtol=1e-4; a VAE's: -o mean=False "
                         "(repeatable)")
@@ -209,7 +210,9 @@ def _run_sample(args):
         x, nfe, label, options = model.sample(args.n, generator=g, **options), 1, "vae", {"kind": "vae", **options}
     else:
         label = args.method or "ddim"
-        options = {"t_min": config.t_min, **options, **({"grid": args.grid} if args.grid else {})}
+        grid = grid_arg(args.grid, args.steps)
+        options = {**({} if isinstance(grid, torch.Tensor) else {"t_min": config.t_min}), **options,
+                   **({"grid": grid} if grid is not None else {})}
         res = sample(model, sde, (args.n, *model.shape), label, steps=args.steps, generator=g, **options)
         x, nfe, options = res.x, res.nfe, res.options
     if args.out.suffix == ".npz":
@@ -217,6 +220,74 @@ def _run_sample(args):
     else:
         write_atomic(args.out, sample_png(x))
     print(f"{args.n} samples by {label} ({nfe} NFE) -> {args.out}")
+
+
+def grid_arg(text: str | None, steps: int | None):
+    """``--grid``: None, a ``GRIDS`` name, or the times of a grid file (``samplers.grids.load_grid``), which
+    fix the step count: then ``--steps`` must not be given."""
+    from .samplers import GRIDS
+    from .samplers.grids import load_grid
+
+    if text is None or text in GRIDS:
+        return text
+    if not Path(text).exists():
+        raise ValueError(f"--grid {text}: neither a named grid ({', '.join(GRIDS)}) nor a grid file")
+    if steps is not None:
+        raise ValueError(f"--grid {text} is a grid file, which fixes the steps: give no --steps")
+    return load_grid(text)
+
+
+def _add_tune_grid(sub):
+    p = sub.add_parser("tune-grid", help="tune a deterministic sampler's time grid to a checkpoint (a grid file)",
+                       description="Tune the K + 1 times of a deterministic sampler to a checkpoint: least end-point "
+                                   "error against the PF-ODE's own map of the same prior draws (scoregen.tune). "
+                                   "Writes the grid with its errors on the tuning draws and on fresh ones, beside "
+                                   "every named grid's; `scoregen sample --grid FILE` runs on it.")
+    p.add_argument("checkpoint", type=Path, help="eps-network checkpoint, e.g. scoregen/checkpoints/digits.pt")
+    p.add_argument("--method", required=True,
+                   help="deterministic sampler: ddim, dpmpp, unipc, heun, ode (a fixed-grid solver)")
+    p.add_argument("--steps", type=_count(1), required=True, help="number of steps K")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="method option, e.g. -o order=3 -o solver=heun2 (repeatable)")
+    p.add_argument("-n", "--n", type=_count(2), default=256, help="prior draws tuned on (default: 256)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the tuning draws; the held-out draws use seed + 1 (default: 0)")
+    p.add_argument("--max-evals", type=_count(0), default=200,
+                   help="most sampler runs of the tuning, each about K NFE at batch n (default: 200)")
+    p.add_argument("--out", type=Path, default=Path("grid.json"), help="the grid file, JSON (default: grid.json)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+# optimize_grid's own parameters, which -o must not set
+TUNE_FLAGS = {**SAMPLE_FLAGS, "n": "-n", "seed": "--seed", "max_evals": "--max-evals", "progress": "--no-progress",
+              "t_min": "(the checkpoint's)", "x1": "(the tuning draws)"}
+
+
+def _run_tune_grid(args):
+    from .models import load_checked
+    from .outputs import check_writable
+    from .samplers.grids import save_grid
+    from .tune import held_out_errors, optimize_grid
+
+    options = parse_options(args.option, reserved=TUNE_FLAGS)
+    check_writable(args.out)
+    model, sde, config, path = load_checked(args.checkpoint, "eps", device=args.device)
+    shape, t_min = tuple(model.shape), config.t_min
+    tuned = optimize_grid(model, sde, args.method, args.steps, shape, n=args.n, seed=args.seed, t_min=t_min,
+                          max_evals=args.max_evals, progress=not args.no_progress, **options)
+    held = held_out_errors(model, sde, args.method, tuned.t, shape, n=args.n, seed=args.seed + 1, t_min=t_min,
+                           **options)
+    save_grid(args.out, tuned.t, method=args.method, steps=args.steps, options=options, checkpoint=path,
+              t_min=t_min, n=args.n, seed=args.seed, start_grid=tuned.start_grid, evaluations=tuned.evaluations,
+              errors={"tuning": {"tuned": tuned.error, **tuned.fixed_errors}, "held_out": held})
+    for label, seed, errors in (("tuning", args.seed, {"tuned": tuned.error, **tuned.fixed_errors}),
+                                ("held out", args.seed + 1, held)):
+        best = min(tuned.fixed_errors, key=errors.get)
+        print(f"{label} (n={args.n}, seed {seed}): ode_err {errors['tuned']:.4g} tuned vs {errors[best]:.4g} best "
+              f"named ({best}), {errors['tuned'] / errors[best]:.3f}x")
+    print(f"{args.method}, {args.steps} steps, tuned in {tuned.evaluations} runs -> {args.out}")
 
 
 def _add_likelihood(sub):
@@ -287,7 +358,9 @@ def _add_compare(sub):
     p.add_argument("--quick", action="store_true", help="smoke run: few step counts, few samples")
     p.add_argument("--checkpoint", type=Path, help="eps-network checkpoint (default: shipped, cached or trained)")
     p.add_argument("--vae-checkpoint", type=Path, help="VAE checkpoint (default: shipped, cached or trained)")
-    p.add_argument("--grid", default="uniform", help="time grid of every sampler (default: uniform)")
+    p.add_argument("--grid", default="uniform",
+                   help="time grid of every sampler: a name (uniform, quadratic, log_snr, karras) or a grid file "
+                        "(JSON, e.g. from `scoregen tune-grid`; it fixes the steps) (default: uniform)")
     p.add_argument("--grid-nfe", type=float, default=100, help="NFE of the sample pictures (default: 100)")
     p.add_argument("--batch-size", type=int, help="samples per sampler call (default: all n)")
     p.add_argument("--cache-dir", type=Path, help="model cache (default: ~/.cache/scoregen)")
@@ -335,7 +408,8 @@ def _run_compare(args):
 
 
 COMMANDS = {"train": (_add_train, _run_train), "export": (_add_export, _run_export),
-            "sample": (_add_sample, _run_sample), "likelihood": (_add_likelihood, _run_likelihood),
+            "sample": (_add_sample, _run_sample), "tune-grid": (_add_tune_grid, _run_tune_grid),
+            "likelihood": (_add_likelihood, _run_likelihood),
             "compare": (_add_compare, _run_compare)}
 
 

@@ -11,6 +11,9 @@ decoder call); and measures every row against the held-out split with the metric
     other data     sliced Wasserstein ``swd`` and ``mmd`` (unbiased MMD^2)
     mixture oracle ``logp`` (exact mean log-density of the samples), ``logp_data`` (the data's),
                    ``logp_gap``, ``moment_kl`` (exact KL between moment-matched Gaussians)
+    deterministic  ``ode_err``: RMS distance per coordinate to the PF-ODE's own map of the same prior draws
+    samplers       (``samplers.pf_ode_solution``: dopri5 at 1e-5, computed once), the sampler's own
+                   error, free of the sampling noise of the distances above
 
 Every metric carries a spread ``<metric>_std``: KID's is its std over subsets; the others' is the
 half-sampling estimate ``std(metric on random halves) / sqrt(2)`` of the sampling error at n (Politis &
@@ -40,10 +43,12 @@ from . import outputs
 from .data import load_dataset
 from .devices import resolve_device
 from .features import FeatureNet, InceptionFeatures, default_cache_dir
-from .metrics import floor, frechet_distance, image_metrics, sample_metrics
+from .metrics import floor, frechet_distance, image_metrics, ode_err, sample_metrics
 from .models import LoadedModel, model_for, vae_options
-from .samplers import GRIDS, sample
-from .samplers.ode import ADAPTIVE
+from .samplers import GRIDS, is_deterministic, pf_ode_solution, sample, steps_onto_zero
+from .samplers.grids import load_grid
+from .samplers.ode import ADAPTIVE, TOL
+from .tune import grid_for
 
 
 @dataclass(frozen=True)
@@ -51,12 +56,14 @@ class Sweep:
     """One line of the plot: ``method`` with ``options`` at each of ``values`` (step counts, or rtol = atol
     for an adaptive solver); ``quick`` are the values of ``--quick``. ``kind`` is the model's
     (``scoregen.models``): "eps", sampled by the samplers' ``method``, or "vae", by ``VAE.sample`` (one
-    decoder call; ``method`` is then only its label, and the data must be images)."""
+    decoder call; ``method`` is then only its label, and the data must be images). ``grid``: "tuned" runs
+    on the model's tuned grid for this sampler and step count (``tune.grid_for``), None on the run's grid."""
     method: str
     options: dict
     values: tuple
     quick: tuple
     kind: str = "eps"
+    grid: str | None = None
 
     @property
     def adaptive(self) -> bool:
@@ -65,17 +72,22 @@ class Sweep:
 
 SWEEPS = {
     "ddpm": Sweep("ddpm", {}, (10, 20, 50, 100, 1000), (10, 100)),
-    "ddim": Sweep("ddim", {}, (10, 20, 50, 100, 1000), (10, 100)),
+    "ddim": Sweep("ddim", {}, (10, 20, 50, 100), (10, 100)),  # 1000 steps: the same samples as 100 (ode_err)
     "sde": Sweep("sde", {"solver": "euler"}, (20, 50, 100, 200), (50,)),
     "ode-heun": Sweep("ode", {"solver": "heun2"}, (5, 10, 25), (10,)),
     "ode-dopri5": Sweep("ode", {"solver": "dopri5"}, (1e-2, 1e-3, 1e-4), (1e-3,)),
+    "dpmpp": Sweep("dpmpp", {}, (5, 10, 20), (10,)),             # DPM-Solver++(2M)
+    "dpmpp-tuned": Sweep("dpmpp", {}, (10,), (10,), grid="tuned"),
+    "unipc": Sweep("unipc", {}, (5, 10, 20), (10,)),
+    "heun": Sweep("heun", {}, (3, 5, 10), (5,)),                # EDM: 2K - 1 NFE, 5, 9 and 19
     "vae": Sweep("vae", {}, (1,), (1,), kind="vae"),  # the conv VAE of nets.vae
 }
 FLOOR = "data floor"
 DEFAULT_N = {"image": 500, "vector": 2000}        # samples per row; --quick: a fifth
-METRICS = ("fd", "kid", "swd", "mmd", "logp", "logp_data", "logp_gap", "moment_kl", "clipped")  # column order
-PLOTTED = {"image": ("fd", "kid"), "vector": ("swd", "mmd"), "oracle": ("moment_kl", "logp_gap")}
-LOG_SCALE = ("fd", "swd", "moment_kl")             # positive metrics, plotted on a log axis
+METRICS = ("fd", "kid", "swd", "mmd", "logp", "logp_data", "logp_gap", "moment_kl", "ode_err", "clipped")  # columns
+PLOTTED = {"image": ("fd", "kid"), "vector": ("swd", "mmd"), "oracle": ("moment_kl", "logp_gap"),
+           "deterministic": ("ode_err",)}
+LOG_SCALE = ("fd", "swd", "moment_kl", "ode_err")  # positive metrics, plotted on a log axis
 CHECKPOINTS = {"eps": "checkpoint (--checkpoint)", "vae": "vae_checkpoint (--vae-checkpoint)"}  # each kind's setting
 
 
@@ -85,6 +97,11 @@ class _Row:
     sweep: Sweep
     value: float
     fields: dict = field(default_factory=dict)
+    grid: str | torch.Tensor = "uniform"  # the name of a GRIDS rule or the times themselves
+
+    @property
+    def deterministic(self) -> bool:
+        return self.sweep.kind == "eps" and is_deterministic(self.sweep.method, self.sweep.options)
 
 
 # --- validation (before any training, sampling or writing) --------------------------------------------
@@ -113,9 +130,10 @@ def _check_values(label: str, values) -> tuple:
     return values
 
 
-def _plan(samplers, steps, tols, quick: bool, is_image: bool) -> list[_Row]:
+def _plan(samplers, steps, tols, quick: bool, is_image: bool, grid_steps: int | None = None) -> list[_Row]:
     """The rows of the sweep: ``steps`` a list for every fixed-step sampler or a dict sampler -> list
-    (tolerances for adaptive ones), ``tols`` a list for every adaptive sampler."""
+    (tolerances for adaptive ones), ``tols`` a list for every adaptive sampler. ``grid_steps``: the step
+    count of an explicit grid, which every fixed-step sampler then runs at."""
     explicit = samplers is not None
     samplers = _check_samplers(samplers)
     per_label = dict(steps) if isinstance(steps, dict) else {}
@@ -123,6 +141,9 @@ def _plan(samplers, steps, tols, quick: bool, is_image: bool) -> list[_Row]:
     if bad:
         raise ValueError(f"steps given for sampler(s) {', '.join(map(repr, bad))} not in the sweep "
                          f"({', '.join(samplers)})")
+    if grid_steps is not None and (steps is not None and not isinstance(steps, dict)
+                                   or any(not SWEEPS[k].adaptive for k in per_label)):
+        raise ValueError(f"the grid file fixes the step count ({grid_steps}): give no step counts")
     rows = []
     for label in samplers:
         sweep = SWEEPS[label]
@@ -134,6 +155,8 @@ def _plan(samplers, steps, tols, quick: bool, is_image: bool) -> list[_Row]:
             values = per_label[label]
         elif sweep.adaptive and tols is not None:
             values = tols
+        elif not sweep.adaptive and sweep.kind == "eps" and grid_steps is not None:
+            values = (grid_steps,)
         elif not sweep.adaptive and sweep.kind == "eps" and steps is not None and not isinstance(steps, dict):
             values = steps
         else:
@@ -199,24 +222,61 @@ def _num_threads(threads: int | None):
 
 
 # --- the sweep -----------------------------------------------------------------------------------------
-def _draw(sweep: Sweep, value, loaded: LoadedModel, size: int, shape, grid: str, generator) -> tuple:
+def _row_grid(row: _Row, grid, loaded: LoadedModel, cache_dir: Path, progress: bool):
+    """The grid a row runs on: the run's rule by name; the run's explicit grid, its last time set to the
+    model's t_min for samplers that stop there (``steps_onto_zero``) when it ends at 0; or the model's
+    tuned grid (``tune.grid_for``)."""
+    sweep = row.sweep
+    if sweep.grid == "tuned":
+        return grid_for(loaded, sweep.method, int(row.value), sweep.options, cache_dir=cache_dir, progress=progress)
+    if not isinstance(grid, torch.Tensor) or steps_onto_zero(sweep.method) or grid[-1] > 0:
+        return grid
+    t_min = loaded.config.t_min
+    if not grid[-2] > t_min:
+        raise ValueError(f"the grid ends at 0 and {sweep.method!r} stops at the model's t_min = {t_min}: its "
+                         f"last but one time must be above it; got {float(grid[-2])}")
+    return torch.cat([grid[:-1], grid.new_tensor([t_min])])
+
+
+def _draw(row: _Row, loaded: LoadedModel, size: int, shape, generator) -> tuple:
     """``(x, nfe, resolved options)`` of ``size`` samples of a row; a VAE draws by its own ``sample``."""
+    sweep, value = row.sweep, row.value
     if sweep.kind == "vae":
         options = vae_options(sweep.options)
         return loaded.model.sample(size, generator=generator, **options), 1, options
     options = dict(sweep.options, **({"rtol": value, "atol": value} if sweep.adaptive else {}))
-    res = sample(loaded.model, loaded.sde, (size, *shape), sweep.method, steps=None if sweep.adaptive else int(value),
-                 grid=grid, generator=generator, t_min=loaded.config.t_min, **options)
-    return res.x, res.nfe, {k: v for k, v in res.options.items() if k not in ("method", "steps", "rtol", "atol")}
+    explicit = isinstance(row.grid, torch.Tensor)
+    res = sample(loaded.model, loaded.sde, (size, *shape), sweep.method, grid=row.grid, generator=generator,
+                 steps=None if sweep.adaptive or explicit else int(value),
+                 t_min=None if explicit else loaded.config.t_min, **options)
+    resolved = {k: v for k, v in res.options.items() if k not in ("method", "steps", "rtol", "atol")}
+    return res.x, res.nfe, dict(resolved, grid=sweep.grid or resolved["grid"])
 
 
-def _sample_rows(rows: list[_Row], models: dict, data, n: int, device: torch.device, seed: int, grid: str,
-                 batch_size: int, evaluate, progress: bool) -> dict:
+def _reference(loaded: LoadedModel, n: int, batch_size: int, shape, device: torch.device, seed: int) -> tuple:
+    """``(x, nfe, wall)``: the PF-ODE's map (``pf_ode_solution``) of the prior draws every row starts from (the
+    first draw of each batch from the row's generator, seeded ``seed``)."""
+    g = torch.Generator(device).manual_seed(seed)
+    dtype = next(loaded.model.parameters()).dtype
+    xs, nfe, start = [], 0, time.perf_counter()
+    for i in range(0, n, batch_size):
+        x1 = loaded.sde.prior_sample((min(batch_size, n - i), *shape), generator=g, device=device, dtype=dtype)
+        res = pf_ode_solution(loaded.model, loaded.sde, x1, t_min=loaded.config.t_min)
+        xs.append(res.x)
+        nfe = max(nfe, res.nfe)
+    return torch.cat(xs), nfe, time.perf_counter() - start
+
+
+def _sample_rows(rows: list[_Row], models: dict, data, n: int, device: torch.device, seed: int,
+                 batch_size: int, evaluate, progress: bool) -> tuple[dict, dict | None]:
     """Fill each row's fields; return ``{label: samples}`` kept for the grid pictures (the first 64 images
-    or 2000 points of every row)."""
+    or 2000 points of every row) and what the PF-ODE reference of ``ode_err`` cost (None without one)."""
     from tqdm.auto import tqdm
 
-    kept = {}
+    kept, reference = {}, None
+    if any(row.deterministic for row in rows):
+        ref, ref_nfe, ref_wall = _reference(models["eps"], n, batch_size, data.shape, device, seed)
+        reference = dict(method="ode", solver="dopri5", tol=TOL, nfe=ref_nfe, wall_s=ref_wall)
     for row in tqdm(rows, desc="compare", disable=not progress, dynamic_ncols=True):
         sweep = row.sweep
         g = torch.Generator(device).manual_seed(seed)
@@ -225,19 +285,21 @@ def _sample_rows(rows: list[_Row], models: dict, data, n: int, device: torch.dev
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         for i in range(0, n, batch_size):
-            x, nfe, resolved = _draw(sweep, row.value, models[sweep.kind], min(batch_size, n - i), data.shape, grid, g)
+            x, nfe, resolved = _draw(row, models[sweep.kind], min(batch_size, n - i), data.shape, g)
             xs.append(x)
             nfes.append(nfe)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         wall = time.perf_counter() - start
-        x, clipped = _clip(torch.cat(xs), data)
+        x = torch.cat(xs)
+        err = {"ode_err": ode_err(x, ref)} if row.deterministic else {}
+        x, clipped = _clip(x, data)
         row.fields = dict(sampler=row.label, method=sweep.method, options=resolved,
                           steps=None if sweep.adaptive else int(row.value), tol=row.value if sweep.adaptive else None,
-                          nfe=sum(nfes) / len(nfes) if sweep.adaptive else nfes[0], n=n, **evaluate(x),
+                          nfe=sum(nfes) / len(nfes) if sweep.adaptive else nfes[0], n=n, **evaluate(x), **err,
                           **clipped, wall_s=wall, device=str(device))
         kept[id(row)] = x[:64 if data.is_image else 2000].cpu()
-    return kept
+    return kept, reference
 
 
 @dataclass(frozen=True)
@@ -255,8 +317,12 @@ class CompareSettings:
         device: 'cpu', 'cuda' or 'cuda:N' (default: CUDA if available); seed: prior draws of every row.
         out: output folder (default ``results/<data set name>``).
         checkpoint, vae_checkpoint: model files (default: shipped, else cached, else trained and cached).
-        grid: the time grid of every sampler (``samplers.GRIDS``); grid_nfe: each sampler's sample picture
-            shows its row with the NFE closest to this; batch_size: samples drawn per sampler call.
+        grid: the time grid of every sampler: a rule of ``samplers.GRIDS``, or a grid file (a JSON list of
+            decreasing times, or ``scoregen tune-grid``'s output; ``samplers.grids.load_grid``) or tensor,
+            which fixes every fixed-step sampler's step count (samplers that stop at t_min > 0 get its last
+            time 0 replaced by the model's t_min); rows with ``Sweep.grid`` "tuned" run on the model's
+            tuned grid. grid_nfe: each sampler's sample picture shows its row with the NFE closest to this;
+            batch_size: samples drawn per sampler call.
         cache_dir: where trained models and feature networks are cached (default ``~/.cache/scoregen``).
         threads: torch's CPU threads during the run (default: unchanged); on a busy machine 1 is fastest.
         inception_path: Inception weights on disk (``features.InceptionFeatures``): image rows are then
@@ -276,7 +342,7 @@ class CompareSettings:
     checkpoint: str | Path | None = None
     vae_checkpoint: str | Path | None = None
     dataset_options: dict | None = None
-    grid: str = "uniform"
+    grid: str | Path | torch.Tensor = "uniform"
     grid_nfe: float = 100
     batch_size: int | None = None
     cache_dir: str | Path | None = None
@@ -298,15 +364,15 @@ def compare(settings: CompareSettings) -> list[dict]:
     if not isinstance(s.dataset, str):
         raise ValueError(f"dataset must be a data set name; got {s.dataset!r}")
     _check_samplers(s.samplers)
-    if s.grid not in GRIDS:
-        raise ValueError(f"unknown grid {s.grid!r}; valid: {', '.join(GRIDS)}")
+    grid = _run_grid(s.grid)
     device = resolve_device(s.device)
     for name, value, low in (("n", s.n, 2), ("batch_size", s.batch_size, 2), ("threads", s.threads, 1)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
             raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
     data = load_dataset(s.dataset, **dataset_options)
     is_image = data.is_image
-    rows = _plan(s.samplers, s.steps, s.tols, s.quick, is_image)
+    rows = _plan(s.samplers, s.steps, s.tols, s.quick, is_image,
+                 grid_steps=len(grid) - 1 if isinstance(grid, torch.Tensor) else None)
     n = s.n or DEFAULT_N["image" if is_image else "vector"] // (5 if s.quick else 1)
     if is_image and n > data.train.shape[0]:
         raise ValueError(f"n must be at most {data.train.shape[0]} for {data.name}: the data floor compares "
@@ -330,20 +396,36 @@ def compare(settings: CompareSettings) -> list[dict]:
                                   cache_dir=cache_dir, progress=s.progress) for kind in kinds}
         extractor = None if not is_image else inception.with_reference(data) if inception is not None else \
             FeatureNet.for_dataset(data, cache_dir=cache_dir / "features", device=device)
+        for row in rows:
+            if row.sweep.kind == "eps":
+                row.grid = _row_grid(row, grid, models["eps"], cache_dir, s.progress)
         evaluate = _evaluator(data, extractor, n, s.seed)
-        kept = _sample_rows(rows, models, data, n, device, s.seed, s.grid, s.batch_size or n, evaluate, s.progress)
+        kept, reference = _sample_rows(rows, models, data, n, device, s.seed, s.batch_size or n, evaluate,
+                                       s.progress)
         source = "oracle draws" if data.oracle is not None else "training items"
         floor_row = dict(sampler=FLOOR, method=None, options={"source": source}, steps=None, tol=None, nfe=None,
                          n=n, **floor(evaluate, data, n, generator=torch.Generator().manual_seed(s.seed + 2)),
                          wall_s=None, device=str(device))
         table = [floor_row] + [r.fields for r in rows]
         summary = dict(dataset=data.name, dataset_options=dataset_options, n=n, seed=s.seed, device=str(device),
-                       grid=s.grid, checkpoint=models["eps"].path,
+                       grid=grid if isinstance(grid, str) else grid.tolist(), ode_reference=reference,
+                       checkpoint=models["eps"].path,
                        vae_checkpoint=models["vae"].path if "vae" in models else None,
                        feature_net=None if extractor is None else extractor.info,
                        wall_s_total=time.perf_counter() - start, rows=table)
         _write_outputs(out, summary, rows, kept, s.grid_nfe, s.progress)
     return table
+
+
+def _run_grid(grid):
+    """The run's grid: a ``GRIDS`` name, or the times of a grid file or tensor (checked by ``sample``)."""
+    if isinstance(grid, torch.Tensor):
+        return grid.detach().to("cpu", torch.float64)
+    if isinstance(grid, str) and grid in GRIDS:
+        return grid
+    if isinstance(grid, (str, Path)) and (Path(grid).suffix == ".json" or Path(grid).exists()):
+        return load_grid(grid)
+    raise ValueError(f"unknown grid {grid!r}; valid: {', '.join(GRIDS)}, or a grid file (.json)")
 
 
 # --- outputs (rendered by scoregen.outputs) ------------------------------------------------------------

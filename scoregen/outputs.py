@@ -167,14 +167,17 @@ def quality_plot(rows: list[dict], title: str, metrics, log_scale=(), stars=()) 
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.8), squeeze=False)
     floor_row = next(r for r in rows if r["nfe"] is None)
     for ax, key in zip(axes[0], keys):
-        for label in dict.fromkeys(r["sampler"] for r in rows if r is not floor_row):
-            rs = sorted((r for r in rows if r["sampler"] == label), key=lambda r: r["nfe"])
+        has = [r for r in rows if r is not floor_row and r.get(key) is not None]
+        for label in dict.fromkeys(r["sampler"] for r in has):
+            rs = sorted((r for r in has if r["sampler"] == label), key=lambda r: r["nfe"])
             ax.errorbar([r["nfe"] for r in rs], [r[key] for r in rs], yerr=[r.get(key + "_std", 0) for r in rs],
                         marker="*" if label in stars else "o", ms=10 if label in stars else 4,
                         ls="-" if len(rs) > 1 else "none", capsize=2, label=label)
-        ax.axhline(floor_row[key], ls="--", c="k", lw=1, label=floor_row["sampler"])
+        if floor_row.get(key) is not None:
+            ax.axhline(floor_row[key], ls="--", c="k", lw=1, label=floor_row["sampler"])
+            has = has + [floor_row]
         ax.set_xscale("log")
-        if key in log_scale and all(r[key] > 0 for r in rows):
+        if key in log_scale and all(r[key] > 0 for r in has):
             ax.set_yscale("log")
         ax.set_xlabel("NFE (network calls per sample)")
         ax.set_title(key)

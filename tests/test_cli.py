@@ -72,6 +72,14 @@ DIGITS, VAE = str(SHIPPED / "digits.pt"), str(SHIPPED / "digits-vae.pt")
     (["sample", VAE, "-o", "mean=false"], "mean must be True or False; got 'false'"),
     (["sample", str(SHIPPED)], "checkpoints is a folder, not a checkpoint file"),
     (["sample", "missing.pt"], "no checkpoint at missing.pt"),
+    (["sample", DIGITS, "--grid", "unifrom"], "--grid unifrom: neither a named grid \\(uniform, quadratic, log_snr, "
+                                               "karras\\) nor a grid file"),
+    (["tune-grid", DIGITS, "--steps", "3"], "the following arguments are required: --method"),
+    (["tune-grid", DIGITS, "--method", "ddpm", "--steps", "3"], "method 'ddpm' with options {} is not a deterministic "
+                                                                 "map of the prior draw"),
+    (["tune-grid", DIGITS, "--method", "ddim", "--steps", "3", "-o", "eta=0.5"], "is not a deterministic map"),
+    (["tune-grid", DIGITS, "--method", "ddim", "--steps", "3", "-o", "seed=1"], "seed has its own option, --seed"),
+    (["tune-grid", VAE, "--method", "ddim", "--steps", "3"], "checkpoint .*digits-vae.pt holds a VAE, not an eps-net"),
     (["likelihood"], "give --ckpt and/or --vae-ckpt"),
     (["likelihood", "--vae-ckpt", DIGITS], "--vae-ckpt .*digits.pt holds an eps-network, not a VAE; use it as --ckpt"),
     (["likelihood", "--ckpt", VAE], "--ckpt .*digits-vae.pt holds a VAE, not an eps-network"),
@@ -88,6 +96,29 @@ def test_user_errors_are_one_line_and_write_nothing(tmp_path, monkeypatch, capsy
     err = error_of(argv + (["--device", "cpu"] if "--device" not in argv else []) + out, capsys)
     assert err.startswith(("scoregen: error: ", f"scoregen {argv[0]}: error: ")) and re.search(message, err), err
     assert not list(tmp_path.iterdir())
+
+
+def test_tune_grid_writes_a_grid_file_that_sample_runs_on(tmp_path, capsys):
+    grid = tmp_path / "grid.json"
+    main(["tune-grid", DIGITS, "--method", "ddim", "--steps", "3", "-n", "8", "--max-evals", "6", "--device", "cpu",
+          "--no-progress", "--out", str(grid)])
+    info = json.loads(grid.read_text())
+    assert len(info["t"]) == 4 and (info["t"][0], info["t"][-1]) == (1.0, 0.0)
+    assert {k: info[k] for k in ("method", "steps", "options", "n", "seed", "t_min")} == dict(
+        method="ddim", steps=3, options={}, n=8, seed=0, t_min=1e-3)
+    tuning, held_out = info["errors"]["tuning"], info["errors"]["held_out"]
+    assert tuning.keys() == held_out.keys() == {"tuned", "uniform", "quadratic", "log_snr", "karras"}
+    assert tuning["tuned"] <= min(tuning.values()) and info["evaluations"] <= 6
+    out = capsys.readouterr().out
+    assert re.search(r"tuning \(n=8, seed 0\): ode_err .* tuned vs .* best named \(\w+\)", out), out
+    assert "held out (n=8, seed 1): ode_err" in out and f"ddim, 3 steps, tuned in {info['evaluations']} runs" in out
+    main(["sample", DIGITS, "--method", "ddim", "--grid", str(grid), "-n", "4", "--device", "cpu",
+          "--out", str(tmp_path / "x.npz")])
+    f = np.load(tmp_path / "x.npz")
+    assert int(f["nfe"]) == 3 and json.loads(str(f["options"]))["grid"] == "explicit"
+    err = error_of(["sample", DIGITS, "--grid", str(grid), "--steps", "3", "--out", str(tmp_path / "y.png")], capsys)
+    assert err == f"scoregen: error: --grid {grid} is a grid file, which fixes the steps: give no --steps"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.json", "x.npz"]
 
 
 def test_parse_steps():

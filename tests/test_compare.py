@@ -28,25 +28,43 @@ def gmm_run(tmp_path_factory):
 
 def test_gmm_quick_writes_every_file_and_row(gmm_run, capsys):
     files = {p.name for p in gmm_run.iterdir()}
-    samplers = ("ddpm", "ddim", "sde", "ode-heun", "ode-dopri5")  # no VAE on 2-D data
+    samplers = ("ddpm", "ddim", "sde", "ode-heun", "ode-dopri5", "dpmpp", "dpmpp-tuned", "unipc", "heun")  # no VAE
     assert files == {"compare.json", "compare.csv", "compare.md", "quality_vs_nfe.png"} | \
         {f"samples_{s}.png" for s in samplers}  # no temporary file left over
     summary = json.loads((gmm_run / "compare.json").read_text())
     rows = summary["rows"]
     assert [(r["sampler"], r["steps"], r["tol"]) for r in rows] == [
         ("data floor", None, None), ("ddpm", 10, None), ("ddpm", 1000, None), ("ddim", 10, None),
-        ("ddim", 100, None), ("sde", 50, None), ("ode-heun", 10, None), ("ode-dopri5", None, 1e-3)]
+        ("ddim", 100, None), ("sde", 50, None), ("ode-heun", 10, None), ("ode-dopri5", None, 1e-3),
+        ("dpmpp", 10, None), ("dpmpp-tuned", 10, None), ("unipc", 10, None), ("heun", 5, None)]
     assert summary["n"] == 400 and all(r["n"] == 400 for r in rows)
     # NFE as counted: one call per DDPM/DDIM step, Euler-Maruyama + final denoise, two per Heun step + 1
     nfe = {(r["sampler"], r["steps"]): r["nfe"] for r in rows}
     assert nfe["ddpm", 10] == 10 and nfe["ddpm", 1000] == 1000 and nfe["ddim", 100] == 100
     assert nfe["sde", 50] == 51 and nfe["ode-heun", 10] == 21 and nfe["ode-dopri5", None] > 10
+    assert nfe["dpmpp", 10] == nfe["dpmpp-tuned", 10] == nfe["unipc", 10] == 10 and nfe["heun", 5] == 9
     for r in rows:
         for key in ("swd", "mmd", "logp", "logp_gap", "moment_kl"):
             assert r[key + "_std"] >= 0, (r["sampler"], key)
     csv_lines = (gmm_run / "compare.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + len(rows) and csv_lines[0].startswith("sampler,method,options,steps,tol,nfe,n,swd")
     assert (gmm_run / "compare.md").read_text().count("\n| ") == len(rows) + 1
+
+
+def test_ode_err_on_deterministic_rows_ranks_the_ode_solvers(gmm_run):
+    """ode_err only where a sampler is a map of its prior draw; at 10 NFE the second-order exponential
+    integrators beat DDIM, the tuned grid beats the uniform one; 100 DDIM steps and dopri5 at 1e-3 come closer."""
+    summary = json.loads((gmm_run / "compare.json").read_text())
+    by = {(r["sampler"], r["steps"]): r for r in summary["rows"]}
+    assert {k for k, r in by.items() if "ode_err" in r} == {
+        ("ddim", 10), ("ddim", 100), ("ode-heun", 10), ("ode-dopri5", None), ("dpmpp", 10), ("dpmpp-tuned", 10),
+        ("unipc", 10), ("heun", 5)}
+    assert summary["ode_reference"]["solver"] == "dopri5" and summary["ode_reference"]["tol"] == 1e-5
+    err = {k: r["ode_err"] for k, r in by.items() if "ode_err" in r}
+    assert max(err["ode-dopri5", None], err["ddim", 100]) < 0.2 * err["ddim", 10]
+    assert max(err["dpmpp", 10], err["unipc", 10]) < 0.8 * err["ddim", 10]
+    assert err["dpmpp-tuned", 10] < 0.5 * err["dpmpp", 10]
+    assert by["dpmpp-tuned", 10]["options"]["grid"] == "tuned"
 
 
 def test_gmm_quick_is_exact_where_it_can_be_and_ranks_sanely(gmm_run):
@@ -76,7 +94,7 @@ def _checkpoint(path, dataset="gmm", dim=2, **options):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(samplers=["ddpm", "euler"]), "unknown sampler.*'euler'.*valid: ddpm, ddim, sde, ode-heun, ode-dopri5, vae"),
+    (dict(samplers=["ddpm", "euler"]), "unknown sampler.*'euler'.*valid: ddpm, ddim, sde, ode-heun, ode-dopri5, dpmpp, dpmpp-tuned, unipc, heun, vae"),
     (dict(dataset="mnist"), "unknown dataset 'mnist'.*valid: .*digits"),
     (dict(samplers=[]), "empty sweep"),
     (dict(steps={"ddpm": []}), "empty sweep: no step counts for 'ddpm'"),
@@ -171,7 +189,10 @@ def test_images_are_measured_as_clamped_pictures(tmp_path):
     net = FeatureNet.for_dataset(load_dataset("digits"), cache_dir=tmp_path / "cache" / "features")
     assert one["fd"] == pytest.approx(frechet_distance(net.features(x.clamp(-1, 1)), net.reference), rel=1e-6)
     header = (tmp_path / "out" / "compare.csv").read_text().splitlines()[0]
-    assert header.endswith("fd,fd_std,kid,kid_std,clipped,wall_s,device")
+    assert header.endswith("fd,fd_std,kid,kid_std,ode_err,clipped,wall_s,device")
+    # eps = 0: the PF-ODE is dx/dt = f, solved exactly by DDIM; dopri5 at 1e-5 meets it to its tolerance
+    rms = x.pow(2).mean().sqrt().item()
+    assert 0 < one["ode_err"] < 3e-5 * rms and one["ode_err"] == pytest.approx(three["ode_err"], rel=1e-3)
 
 
 class _FakeInception(torch.nn.Module):
