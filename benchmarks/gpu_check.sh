@@ -9,10 +9,10 @@
 #   2. fp32        sampling throughput, fp32 eager, against diffusers' loops and the scipy PF-ODE
 #   3. bf16        the same with bf16 autocast and CUDA graphs
 #   4. train       digits U-Net training: steps/s and loss with bf16 autocast and in fp32
-#   5. quality     quality vs NFE of the fast samplers (benchmarks/quality_vs_nfe.py, once it exists)
+#   5. quality     quality vs NFE of the fast samplers beside diffusers' (benchmarks/quality_vs_nfe.py)
 # Outputs (8 files at most, what the device tool brings back): gpu_check.json (the GPU, each step's exit
 # status and time, the training figures), gpu_check.log (everything printed), throughput_{fp32,bf16}.{json,png},
-# quality_vs_nfe.json.
+# quality_vs_nfe.{json,png}.
 #
 # Needs python3 with torch (CUDA), torchdiffeq, torchsde, scipy, matplotlib, tqdm, scikit-learn and pillow;
 # diffusers is optional (its loops are skipped without it). A machine without network takes missing ones as
@@ -59,9 +59,7 @@ TRAIN=(python3 -m scoregen train --dataset digits --steps 600 --batch-size 128 -
 step train_bf16 60 "${TRAIN[@]}" --out "$WORK/bf16"
 step train_fp32 60 "${TRAIN[@]}" --out "$WORK/fp32" --config "$WORK/fp32.json"
 
-if [ -f benchmarks/quality_vs_nfe.py ]; then
-    step quality 90 python3 benchmarks/quality_vs_nfe.py --device cuda --out "$OUT/quality_vs_nfe.json"
-fi
+step quality 90 python3 benchmarks/quality_vs_nfe.py --device cuda --out "$OUT/quality_vs_nfe.json"
 
 RCS=$(for k in "${!RC[@]}"; do printf '"%s": {"rc": %s, "seconds": %s}\n' "$k" "${RC[$k]}" "${SECONDS_OF[$k]}"; done)
 python3 - "$OUT/gpu_check.json" "$WORK" "$RCS" <<'EOF'

@@ -8,7 +8,7 @@ Every row starts from the same n prior draws x_1 (seeded). Two measures:
               compare``), of the samples clamped to [-1, 1], with its half-sampling spread
 
 Rows: DDIM, DPM-Solver++(2M) and (3M), UniPC (bh2, orders 2 and 3), EDM's Heun (K steps, 2K - 1 NFE),
-DPM-Solver++(2M) on the model's tuned grid, and diffusers' ``DPMSolverMultistepScheduler`` (dpmsolver++,
+DPM-Solver++(2M) and UniPC on the model's tuned grids, and diffusers' ``DPMSolverMultistepScheduler`` (dpmsolver++,
 order 2) and ``UniPCMultistepScheduler`` (bh2, order 2) driving the same network on their own default
 timesteps (``scoregen.reference``); at 5, 10 and 20 NFE. Stochastic rows (DPM-Solver++(2M) SDE, EDM with
 churn) have an FD only. References: the converged PF-ODE (dopri5 at 1e-4) and 1000-step ancestral DDPM.
@@ -52,7 +52,7 @@ ROWS = {
                    lambda nfe: (nfe + 1) // 2),
 }
 PEERS = {"diffusers-dpmpp-2m": ("dpmpp", {}), "diffusers-unipc-2": ("unipc", {})}
-TUNED = ("dpmpp", {"order": 2}, 10)  # DPM-Solver++(2M) on the model's tuned 10-step grid
+TUNED = [("dpmpp", {"order": 2}, 10), ("unipc", {"order": 2}, 10)]  # on the model's tuned 10-step grids
 
 
 def fd_with_spread(features: torch.Tensor, ref: torch.Tensor, seed: int = 1, halves: int = 8) -> tuple:
@@ -112,11 +112,11 @@ def main(argv=None):
             sched = reference.scheduler(name, sde, nfe, **config)
             measure(label, lambda sched=sched: reference.run(sched, net, x1), nfe, deterministic=True,
                     timesteps=[int(k) for k in sched.timesteps])
-    method, options, steps = TUNED
-    grid = grid_for(loaded, method, steps, options, progress=True)
-    measure(f"{method}-tuned", lambda: (lambda r: (r.x, r.nfe))(sg.sample(net, sde, x1.shape, method, grid=grid,
-                                                                        x1=x1, **options)),
-            steps, deterministic=True, method=method, options=options, steps=steps, grid=grid.tolist())
+    for method, options, steps in TUNED:
+        grid = grid_for(loaded, method, steps, options, progress=True)
+        measure(f"{method}-tuned", lambda: (lambda r: (r.x, r.nfe))(sg.sample(net, sde, x1.shape, method, grid=grid,
+                                                                            x1=x1, **options)),
+                steps, deterministic=True, method=method, options=options, steps=steps, grid=grid.tolist())
     if args.ddpm_steps:
         measure(f"ddpm-{args.ddpm_steps}", lambda: (lambda r: (r.x, r.nfe))(sg.sample(
             net, sde, x1.shape, "ddpm", args.ddpm_steps, x1=x1, generator=gen())), deterministic=False,

@@ -437,11 +437,11 @@ def markdown_table(rows: list[dict]) -> str:
 
 def _write_outputs(out: Path, summary: dict, rows: list[_Row], kept: dict, grid_nfe: float, progress: bool):
     """Every file of ``compare``, rendered in memory first, then each written whole (``outputs.write_atomic``).
-    quality_vs_nfe.png: the headline metrics, one line per sampler, one star for the VAE."""
+    quality_vs_nfe.png: the headline metrics, one line per sampler, a star for the VAE and each tuned row."""
     table = summary["rows"]
     title = f"{summary['dataset']}: n = {summary['n']} samples per row, seed {summary['seed']}, {summary['device']}"
     plot = outputs.quality_plot(table, title, sum(PLOTTED.values(), ()), LOG_SCALE,
-                                stars=[label for label, sweep in SWEEPS.items() if sweep.kind == "vae"])
+                                stars=[label for label, sweep in SWEEPS.items() if sweep.kind == "vae" or sweep.grid])
     files = {"compare.json": json.dumps(summary, indent=2).encode() + b"\n",
              "compare.csv": outputs.csv_table(table, METRICS),
              "compare.md": f"# {title}\n\n{markdown_table(table)}".encode(), "quality_vs_nfe.png": plot}

@@ -158,7 +158,9 @@ def csv_table(rows: list[dict], metrics) -> bytes:
 def quality_plot(rows: list[dict], title: str, metrics, log_scale=(), stars=()) -> bytes:
     """A PNG with one panel per metric of ``metrics`` the rows have (``log_scale`` ones on a log axis when
     all positive), NFE on a log axis, one line per sampler (``stars``: one large star, for the one-call
-    models), the reference row (the one without NFE: the data floor) dashed; error bars are the spreads."""
+    models and single tuned rows), the reference row (the one without NFE: the data floor) dashed; error bars
+    are the spreads. A sampler keeps its colour in every panel, also in those where only some samplers have
+    a value (``ode_err``)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -166,13 +168,16 @@ def quality_plot(rows: list[dict], title: str, metrics, log_scale=(), stars=()) 
     keys = _metric_keys(rows, metrics)
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.8), squeeze=False)
     floor_row = next(r for r in rows if r["nfe"] is None)
+    labels = list(dict.fromkeys(r["sampler"] for r in rows if r is not floor_row))
+    palette = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    colour = {label: palette(i % palette.N) for i, label in enumerate(labels)}
     for ax, key in zip(axes[0], keys):
         has = [r for r in rows if r is not floor_row and r.get(key) is not None]
         for label in dict.fromkeys(r["sampler"] for r in has):
             rs = sorted((r for r in has if r["sampler"] == label), key=lambda r: r["nfe"])
             ax.errorbar([r["nfe"] for r in rs], [r[key] for r in rs], yerr=[r.get(key + "_std", 0) for r in rs],
                         marker="*" if label in stars else "o", ms=10 if label in stars else 4,
-                        ls="-" if len(rs) > 1 else "none", capsize=2, label=label)
+                        ls="-" if len(rs) > 1 else "none", capsize=2, label=label, color=colour[label])
         if floor_row.get(key) is not None:
             ax.axhline(floor_row[key], ls="--", c="k", lw=1, label=floor_row["sampler"])
             has = has + [floor_row]

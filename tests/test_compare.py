@@ -94,7 +94,8 @@ def _checkpoint(path, dataset="gmm", dim=2, **options):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(samplers=["ddpm", "euler"]), "unknown sampler.*'euler'.*valid: ddpm, ddim, sde, ode-heun, ode-dopri5, dpmpp, dpmpp-tuned, unipc, heun, vae"),
+    (dict(samplers=["ddpm", "euler"]),
+     "unknown sampler.*'euler'.*valid: ddpm, ddim, sde, ode-heun, ode-dopri5, dpmpp, dpmpp-tuned, unipc, heun, vae"),
     (dict(dataset="mnist"), "unknown dataset 'mnist'.*valid: .*digits"),
     (dict(samplers=[]), "empty sweep"),
     (dict(steps={"ddpm": []}), "empty sweep: no step counts for 'ddpm'"),

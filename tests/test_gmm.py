@@ -66,3 +66,16 @@ def test_gmm_dataset_and_errors():
         preset("nope")
     with pytest.raises(ValueError, match="weights"):
         sg.GaussianMixture([1.0, -1.0], [[0.0], [1.0]])
+
+
+def test_pf_ode_map_of_a_gaussian_is_the_solved_flow_and_pushes_the_marginals():
+    """The closed-form map agrees with dopri5 on the exact eps, and carries N(0, I) at t = 1 onto p_t."""
+    g, sde = gaussian([0.5, -0.3], [[0.5, 0.2], [0.2, 0.3]]), sg.VPSDE()
+    x1 = torch.randn(2000, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    solved = sg.sample(g.eps_model(sde), sde, x1.shape, "ode", grid=torch.tensor([1.0, 0.2], dtype=torch.float64),
+                       x1=x1, dtype=torch.float64, solver="dopri5", rtol=1e-10, atol=1e-10, final_denoise=False).x
+    assert (g.pf_ode_map(x1, 0.2, sde) - solved).abs().max() < 1e-7
+    x0 = g.pf_ode_map(x1, 0.0, sde)
+    assert torch.allclose(x0.mean(0), g.means[0], atol=0.05) and torch.allclose(torch.cov(x0.T), g.covs[0], atol=0.03)
+    with pytest.raises(ValueError, match="pf_ode_map needs a single Gaussian .*has 3 components"):
+        preset("gmm2d").pf_ode_map(x1, 0.5, sde)

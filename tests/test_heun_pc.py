@@ -25,11 +25,7 @@ def gen(seed=0):
 
 
 def exact_flow(x1, t):
-    """The PF-ODE map of N(mu, Sigma) from t = 1 to t (as in test_samplers.py)."""
-    mu, (lam, u) = GAUSS.means[0], torch.linalg.eigh(GAUSS.covs[0])
-    a1, s1, a, s = (f(torch.tensor(v, dtype=F64)) for v in (1.0, t) for f in (SDE.alpha, SDE.sigma))
-    scale = torch.sqrt((a ** 2 * lam + s ** 2) / (a1 ** 2 * lam + s1 ** 2))
-    return a * mu + ((x1 - a1 * mu) @ u * scale) @ u.T
+    return GAUSS.pf_ode_map(x1, t, SDE)
 
 
 def rms(a, b):

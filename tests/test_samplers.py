@@ -25,12 +25,7 @@ def gen(seed=0):
 
 
 def exact_flow(x1, t):
-    """The PF-ODE map of N(mu, Sigma) from t = 1 to t: x_t = alpha_t mu + C_t^{1/2} C_1^{-1/2} (x_1 - alpha_1 mu),
-    C_t = alpha_t^2 Sigma + sigma_t^2 I (all C_t share Sigma's eigenvectors)."""
-    mu, (lam, u) = GAUSS.means[0], torch.linalg.eigh(GAUSS.covs[0])
-    a1, s1, a, s = (f(torch.tensor(v, dtype=F64)) for v in (1.0, t) for f in (SDE.alpha, SDE.sigma))
-    scale = torch.sqrt((a ** 2 * lam + s ** 2) / (a1 ** 2 * lam + s1 ** 2))
-    return a * mu + ((x1 - a1 * mu) @ u * scale) @ u.T
+    return GAUSS.pf_ode_map(x1, t, SDE)
 
 
 def slopes(errs, steps):

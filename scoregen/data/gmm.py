@@ -142,6 +142,19 @@ class GaussianMixture:
         _, _, sigma = self._coeffs(x, t, sde)
         return -sigma * self.score(x, t, sde)
 
+    def pf_ode_map(self, x1: torch.Tensor, t: float, sde: VPSDE) -> torch.Tensor:
+        """The exact probability-flow ODE map of a single Gaussian N(mu, Sigma) from t = 1 to ``t``:
+        x_t = alpha_t mu + C_t^{1/2} C_1^{-1/2} (x_1 - alpha_1 mu), C_t = alpha_t^2 Sigma + sigma_t^2 I (every C_t
+        shares Sigma's eigenvectors, so the map is linear); what deterministic samplers converge to."""
+        if self.num_components != 1:
+            raise ValueError(f"pf_ode_map needs a single Gaussian (no closed form for a mixture); this one has "
+                             f"{self.num_components} components")
+        mu, (lam, u) = self.means[0].to(x1), torch.linalg.eigh(self.covs[0].to(x1))
+        a1, s1, a, s = (f(torch.tensor(v, dtype=torch.float64)).to(x1)
+                        for v in (1.0, t) for f in (sde.alpha, sde.sigma))
+        scale = torch.sqrt((a ** 2 * lam + s ** 2) / (a1 ** 2 * lam + s1 ** 2))
+        return a * mu + ((x1 - a1 * mu) @ u * scale) @ u.T
+
     def eps_model(self, sde: VPSDE):
         """The exact eps-network of this mixture under ``sde``: a callable ``(x, t) -> eps``."""
         def eps_model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

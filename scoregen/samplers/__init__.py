@@ -166,7 +166,8 @@ def sample(eps_model, sde: VPSDE, shape, method: str, steps: int | None = None, 
                          f"use torch.Generator({device.type!r})")
     if x1 is not None and not (isinstance(x1, torch.Tensor) and tuple(x1.shape) == shape
                                and x1.device.type == device.type and x1.dtype == dtype):
-        got = f"{x1.dtype} tensor of shape {tuple(x1.shape)} on {x1.device}" if isinstance(x1, torch.Tensor) else repr(x1)
+        got = (f"{x1.dtype} tensor of shape {tuple(x1.shape)} on {x1.device}" if isinstance(x1, torch.Tensor)
+               else repr(x1))
         raise ValueError(f"x1 must be a {dtype} tensor of shape {shape} on {device}; got {got}")
     model = Model(eps_model, sde, device, dtype)
     record = Recorder() if return_trajectory else None
@@ -190,5 +191,5 @@ def pf_ode_solution(eps_model, sde: VPSDE, x1: torch.Tensor, *, t_min: float | N
                   **kwargs)
 
 
-__all__ = ["sample", "pf_ode_solution", "is_deterministic", "steps_onto_zero", "SampleResult", "Trajectory", "METHODS", "STEPS", "GRIDS", "T_MIN", "describe",
-           "method_options", "choices"]
+__all__ = ["sample", "pf_ode_solution", "is_deterministic", "steps_onto_zero", "SampleResult", "Trajectory",
+           "METHODS", "STEPS", "GRIDS", "T_MIN", "describe", "method_options", "choices"]

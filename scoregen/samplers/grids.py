@@ -97,7 +97,8 @@ def _grid_of(values, where: str) -> torch.Tensor:
         raise ValueError(f"{where} must be a list of decreasing times in [0, 1]; got a {type(values).__name__}")
     bad = [(i, v) for i, v in enumerate(values) if isinstance(v, bool) or not isinstance(v, Real)]
     if bad:
-        raise ValueError(f"{where} must be a list of decreasing times in [0, 1]; got {bad[0][1]!r} at index {bad[0][0]}")
+        i, v = bad[0]
+        raise ValueError(f"{where} must be a list of decreasing times in [0, 1]; got {v!r} at index {i}")
     t = torch.tensor([float(v) for v in values], dtype=torch.float64)
     try:
         check_grid(t)
