@@ -7,32 +7,11 @@ import pytest
 import torch
 
 import scoregen.samplers as S
-from scoregen.data.gmm import gaussian, preset
 from scoregen.samplers.common import Model
 from scoregen.samplers.grids import sampling_grid, time_grid
 from scoregen.samplers.logsnr import step_orders
-from scoregen.sde import VPSDE
 
-F64 = torch.float64
-SDE = VPSDE()
-GAUSS = gaussian([0.5, -0.3], [[0.5, 0.2], [0.2, 0.3]])
-GMM = preset("gmm2d")
-
-
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
-
-
-def exact_flow(x1, t):
-    return GAUSS.pf_ode_map(x1, t, SDE)
-
-
-def slopes(errs, steps):
-    return [math.log(errs[i + 1] / errs[i]) / math.log(steps[i + 1] / steps[i]) for i in range(len(errs) - 1)]
-
-
-def rms(x, y):
-    return (x - y).pow(2).sum(1).mean().sqrt().item()
+from oracle import F64, GAUSS, GMM, SDE, exact_flow, gen, rms, slopes
 
 
 # --- order of convergence on the exact Gaussian flow ----------------------------------------------

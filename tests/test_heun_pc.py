@@ -7,29 +7,13 @@ import pytest
 import torch
 
 import scoregen.samplers as S
-from scoregen.data.gmm import gaussian, preset
 from scoregen.samplers.common import Model
 from scoregen.samplers.grids import sampling_grid
 from scoregen.samplers.heun import sample_heun
 from scoregen.samplers.pc import sample_pc
 from scoregen.sde import VPSDE
 
-F64 = torch.float64
-SDE = VPSDE()
-GAUSS = gaussian([0.5, -0.3], [[0.5, 0.2], [0.2, 0.3]])
-GMM = preset("gmm2d")
-
-
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
-
-
-def exact_flow(x1, t):
-    return GAUSS.pf_ode_map(x1, t, SDE)
-
-
-def rms(a, b):
-    return (a - b).pow(2).sum(1).mean().sqrt().item()
+from oracle import F64, GAUSS, GMM, N, SDE, distance, exact_flow, gen, rms
 
 
 def counting(calls, eps_model):
@@ -171,25 +155,6 @@ def test_pc_reverse_diffusion_predictor_is_euler_maruyama_to_first_order():
 
 
 # --- distributions against the mixture oracle ---------------------------------------------------
-
-N = 4000
-
-
-@pytest.fixture(scope="module")
-def floors():
-    """E_p[log p] and the standard error of a mean of N log-densities; the covariance error of exact draws."""
-    big = GMM.log_prob(GMM.sample(200_000, generator=gen(7)))
-    cov_floor = sum((torch.cov(GMM.sample(N, generator=gen(50 + s)).T) - GMM.covariance()).norm()
-                    for s in range(4)).item() / 4
-    return big.mean().item(), big.std().item() / N ** 0.5, cov_floor
-
-
-def distance(x, floors):
-    """(z-score of the mean log-density under the oracle, covariance error in units of its floor)."""
-    mean_logp, se, cov_floor = floors
-    x = x.to(F64)
-    return ((GMM.log_prob(x).mean().item() - mean_logp) / se,
-            (torch.cov(x.T) - GMM.covariance()).norm().item() / cov_floor)
 
 
 def gmm_distance(method, k, floors, **options):

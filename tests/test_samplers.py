@@ -1,35 +1,17 @@
 """Samplers against closed forms: the exact PF-ODE map of a Gaussian, DDPM's Algorithm 2, and the
 Gaussian-mixture oracle's exact density (mean log-density z-score, whose noise floor is its standard
 error, and the covariance error, whose floor is that of exact draws of the same size)."""
-import math
-
 import pytest
 import torch
 
 import scoregen.samplers as S
-from scoregen.data.gmm import gaussian, preset
 from scoregen.nets.vae import build_vae
 from scoregen.samplers.common import Model
 from scoregen.samplers.grids import GRIDS, sampling_grid, time_grid
 from scoregen.samplers.ode import odeint_pf
 from scoregen.sde import VPSDE
 
-F64 = torch.float64
-SDE = VPSDE()
-GAUSS = gaussian([0.5, -0.3], [[0.5, 0.2], [0.2, 0.3]])
-GMM = preset("gmm2d")
-
-
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
-
-
-def exact_flow(x1, t):
-    return GAUSS.pf_ode_map(x1, t, SDE)
-
-
-def slopes(errs, steps):
-    return [math.log(errs[i + 1] / errs[i]) / math.log(steps[i + 1] / steps[i]) for i in range(len(errs) - 1)]
+from oracle import F64, GAUSS, GMM, N, SDE, distance, exact_flow, gen, slopes
 
 
 # --- deterministic maps: order of convergence against the exact Gaussian flow --------------------
@@ -151,25 +133,6 @@ def test_probability_flow_round_trip_returns_the_prior_noise():
 
 
 # --- distributions against the mixture oracle ---------------------------------------------------
-
-N = 4000
-
-
-@pytest.fixture(scope="module")
-def floors():
-    """E_p[log p] and the standard error of a mean of N log-densities; the covariance error of exact draws."""
-    big = GMM.log_prob(GMM.sample(200_000, generator=gen(7)))
-    cov_floor = sum((torch.cov(GMM.sample(N, generator=gen(50 + s)).T) - GMM.covariance()).norm()
-                    for s in range(4)).item() / 4
-    return big.mean().item(), big.std().item() / N ** 0.5, cov_floor
-
-
-def distance(x, floors):
-    """(z-score of the mean log-density under the oracle, covariance error in units of its floor)."""
-    mean_logp, se, cov_floor = floors
-    x = x.to(F64)
-    return ((GMM.log_prob(x).mean().item() - mean_logp) / se,
-            (torch.cov(x.T) - GMM.covariance()).norm().item() / cov_floor)
 
 
 @pytest.mark.parametrize("method, options, coarse, fine", [
