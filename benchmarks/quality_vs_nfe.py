@@ -13,8 +13,9 @@ order 2) and ``UniPCMultistepScheduler`` (bh2, order 2) driving the same network
 timesteps (``scoregen.reference``); at 5, 10 and 20 NFE. Stochastic rows (DPM-Solver++(2M) SDE, EDM with
 churn) have an FD only. References: the converged PF-ODE (dopri5 at 1e-4) and 1000-step ancestral DDPM.
 
-    python benchmarks/quality_vs_nfe.py                       # CPU: about 15 minutes with DDPM-1000
-    python benchmarks/quality_vs_nfe.py --ddpm-steps 0        # without the DDPM reference: about 4 minutes
+    python benchmarks/quality_vs_nfe.py                       # 2-core CPU: 13 minutes, 5.4 of them DDPM-1000
+    python benchmarks/quality_vs_nfe.py --ddpm-steps 0        # without the DDPM reference: about 8 minutes
+    python benchmarks/quality_vs_nfe.py --replot              # redraw the plot of the saved JSON
     python benchmarks/quality_vs_nfe.py --device cuda --out results/gpu/quality_vs_nfe.json
 
 Writes results/quality_vs_nfe.json and .png beside this file (or ``--out``), and prints the table.
@@ -65,12 +66,17 @@ def fd_with_spread(features: torch.Tensor, ref: torch.Tensor, seed: int = 1, hal
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--replot", action="store_true", help="redraw the plot of the saved --out JSON, run nothing")
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--ddpm-steps", type=int, default=1000, help="steps of the ancestral DDPM reference (0: none)")
     p.add_argument("--out", type=Path, default=HERE / "results" / "quality_vs_nfe.json")
     args = p.parse_args(argv)
+    if args.replot:
+        saved = json.loads(args.out.read_text())
+        plot(saved["rows"], args.out.with_suffix(".png"), f"digits U-Net, n = {saved['n']}, {saved['device']}")
+        return
     device = torch.device(args.device)
     loaded = load_checked(shipped_checkpoint("digits.pt"), "eps", device=device)
     net, sde, t_min = loaded.model, loaded.sde, loaded.config.t_min
@@ -131,30 +137,36 @@ def main(argv=None):
 
 
 def plot(rows, path: Path, title: str) -> None:
-    """ode_err and FD against NFE, one line per sampler; the references as horizontal lines."""
+    """ode_err and FD against NFE, one line per sampler (the same colour in both panels); the references as
+    horizontal lines."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     lines = [r for r in rows if r["nfe_target"] is not None]
+    labels = list(dict.fromkeys(r["label"] for r in lines))
+    palette = plt.get_cmap("tab20")
+    colour = {label: palette(i % palette.N) for i, label in enumerate(labels)}
     for ax, key in zip(axes, ("ode_err", "fd")):
-        for label in dict.fromkeys(r["label"] for r in lines):
+        for label in labels:
             rs = [r for r in lines if r["label"] == label and key in r]
             if rs:
                 ax.errorbar([r["nfe"] for r in rs], [r[key] for r in rs], yerr=[r.get(key + "_std", 0) for r in rs],
                             marker="*" if "tuned" in label else "o", ls="-" if len(rs) > 1 else "none",
-                            ms=10 if "tuned" in label else 4, capsize=2, label=label,
+                            ms=10 if "tuned" in label else 4, capsize=2, label=label, color=colour[label],
                             alpha=0.6 if label.startswith("diffusers") else 1.0)
         for r in rows:
             if r["nfe_target"] is None and key in r and r["label"] != "pf-ode dopri5 1e-5":
-                ax.axhline(r[key], ls="--", lw=1, c="k" if "pf-ode" in r["label"] else "r",
+                ax.axhline(r[key], ls="--" if "pf-ode" in r["label"] else ":", lw=1,
+                           c="k" if "pf-ode" in r["label"] else "r",
                            label=f"{r['label']} ({r['nfe']:g} NFE)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("NFE")
         ax.set_title(key)
-    axes[0].legend(fontsize=7)
+    for ax in axes:
+        ax.legend(fontsize=6)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
