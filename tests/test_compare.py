@@ -220,3 +220,22 @@ def test_inception_weights_on_disk_give_the_frechet_distance_in_their_space(tmp_
     expected = frechet_distance(fake.features(x.clamp(-1, 1)), fake.features(load_dataset("digits").test))
     assert rows[1]["fd"] == pytest.approx(expected, rel=1e-6)
     assert json.loads((tmp_path / "out" / "compare.json").read_text())["feature_net"]["kind"] == "inception"
+
+
+def test_a_grid_file_runs_every_fixed_step_sampler_on_its_times(gmm_run, tmp_path):
+    """--grid FILE: its K fixes every fixed-step row's steps; samplers that stop at t_min get its last time 0
+    replaced by the model's t_min (then the final denoising call); step counts next to it are refused."""
+    grid = tmp_path / "grid.json"
+    grid.write_text("[1.0, 0.5, 0.1, 0.0]")
+    settings = dict(dataset="gmm", samplers=["ddim", "ode-heun", "sde", "ode-dopri5"], grid=str(grid), n=50,
+                    cache_dir=gmm_run.parent / "cache", progress=False)
+    rows = compare(CompareSettings(**settings, out=tmp_path / "out"))
+    by = {r["sampler"]: r for r in rows}
+    assert [by[s]["steps"] for s in ("ddim", "ode-heun", "sde")] == [3, 3, 3]
+    assert by["ddim"]["nfe"] == 3 and by["ode-heun"]["nfe"] == 2 * 3 + 1 and by["sde"]["nfe"] == 3 + 1
+    # adaptive: its own tolerances, not the grid's steps
+    assert [r["tol"] for r in rows if r["sampler"] == "ode-dopri5"] == [1e-2, 1e-3, 1e-4]
+    assert json.loads((tmp_path / "out" / "compare.json").read_text())["grid"] == [1.0, 0.5, 0.1, 0.0]
+    with pytest.raises(ValueError, match=r"the grid file fixes the step count \(3\): give no step counts"):
+        compare(CompareSettings(**settings, steps=[10], out=tmp_path / "out2"))
+    assert not (tmp_path / "out2").exists()
