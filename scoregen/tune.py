@@ -130,6 +130,8 @@ def optimize_grid(eps_model, sde: VPSDE, method: str, steps: int, shape, *, n: i
 
     Returns a ``TunedGrid``; ``held_out_errors`` checks its grid on fresh draws.
     """
+    from tqdm.auto import tqdm
+
     if isinstance(max_evals, bool) or not isinstance(max_evals, Integral) or max_evals < 0:
         raise ValueError(f"max_evals must be an integer >= 0; got {max_evals!r}")
     t_min = T_MIN if t_min is None else t_min
@@ -140,8 +142,6 @@ def optimize_grid(eps_model, sde: VPSDE, method: str, steps: int, shape, *, n: i
     t, best = err.fixed[start].clone(), err.fixed_errors[start]
     lam = sde.log_snr(torch.tensor([1.0, *t[1:-1].tolist(), t_min], dtype=torch.float64)).tolist()
     d = [FIRST_STEP] * (steps - 1)
-    from tqdm.auto import tqdm
-
     with tqdm(total=max_evals, desc=f"tuning {method} K={steps}", unit="run", disable=not progress,
               dynamic_ncols=True) as bar:
         while max(d, default=0.0) >= MIN_STEP and err.evaluations + 3 <= max_evals:
