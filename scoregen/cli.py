@@ -223,10 +223,10 @@ def _run_sample(args):
 
 
 def grid_arg(text: str | None, steps: int | None):
-    """``--grid``: None, a ``GRIDS`` name, or the times of a grid file (``samplers.grids.load_grid``), which
+    """``--grid``: None, a ``GRIDS`` name, or the times of a grid file (``samplers.grids.resolve_grid``), which
     fix the step count: then ``--steps`` must not be given."""
     from .samplers import GRIDS
-    from .samplers.grids import load_grid
+    from .samplers.grids import resolve_grid
 
     if text is None or text in GRIDS:
         return text
@@ -234,7 +234,7 @@ def grid_arg(text: str | None, steps: int | None):
         raise ValueError(f"--grid {text}: neither a named grid ({', '.join(GRIDS)}) nor a grid file")
     if steps is not None:
         raise ValueError(f"--grid {text} is a grid file, which fixes the steps: give no --steps")
-    return load_grid(text)
+    return resolve_grid(text)
 
 
 def _add_tune_grid(sub):

@@ -45,8 +45,8 @@ from .devices import resolve_device
 from .features import FeatureNet, InceptionFeatures, default_cache_dir
 from .metrics import floor, frechet_distance, image_metrics, ode_err, sample_metrics
 from .models import LoadedModel, model_for, vae_options
-from .samplers import GRIDS, is_deterministic, pf_ode_solution, sample, steps_onto_zero
-from .samplers.grids import load_grid
+from .samplers import is_deterministic, pf_ode_solution, sample, steps_onto_zero
+from .samplers.grids import resolve_grid
 from .samplers.ode import ADAPTIVE, TOL
 from .tune import grid_for
 
@@ -364,7 +364,7 @@ def compare(settings: CompareSettings) -> list[dict]:
     if not isinstance(s.dataset, str):
         raise ValueError(f"dataset must be a data set name; got {s.dataset!r}")
     _check_samplers(s.samplers)
-    grid = _run_grid(s.grid)
+    grid = resolve_grid(s.grid)
     device = resolve_device(s.device)
     for name, value, low in (("n", s.n, 2), ("batch_size", s.batch_size, 2), ("threads", s.threads, 1)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
@@ -415,17 +415,6 @@ def compare(settings: CompareSettings) -> list[dict]:
                        wall_s_total=time.perf_counter() - start, rows=table)
         _write_outputs(out, summary, rows, kept, s.grid_nfe, s.progress)
     return table
-
-
-def _run_grid(grid):
-    """The run's grid: a ``GRIDS`` name, or the times of a grid file or tensor (checked by ``sample``)."""
-    if isinstance(grid, torch.Tensor):
-        return grid.detach().to("cpu", torch.float64)
-    if isinstance(grid, str) and grid in GRIDS:
-        return grid
-    if isinstance(grid, (str, Path)) and (Path(grid).suffix == ".json" or Path(grid).exists()):
-        return load_grid(grid)
-    raise ValueError(f"unknown grid {grid!r}; valid: {', '.join(GRIDS)}, or a grid file (.json)")
 
 
 # --- outputs (rendered by scoregen.outputs) ------------------------------------------------------------

@@ -116,6 +116,18 @@ def save_grid(path, t, **info) -> Path:
     return write_atomic(path, (json.dumps({"t": grid.tolist(), **info}, indent=1) + "\n").encode())
 
 
+def resolve_grid(grid) -> str | torch.Tensor:
+    """A grid argument as samplers take it: a ``GRIDS`` name stays a name; a tensor becomes float64 on the CPU;
+    a grid file (``.json``, or any existing path) becomes its times (``load_grid``)."""
+    if isinstance(grid, torch.Tensor):
+        return grid.detach().to("cpu", torch.float64)
+    if isinstance(grid, str) and grid in GRIDS:
+        return grid
+    if isinstance(grid, (str, Path)) and (Path(grid).suffix == ".json" or Path(grid).exists()):
+        return load_grid(grid)
+    raise ValueError(f"unknown grid {grid!r}; valid: {', '.join(GRIDS)}, or a grid file (.json)")
+
+
 def load_grid(path) -> torch.Tensor:
     """The grid of a JSON file (float64, CPU): ``save_grid``'s ``{"t": [...], ...}`` or a bare list of decreasing
     times in [0, 1] (any library's timestep list, as times). ``sample(..., grid=load_grid(path))`` runs on it."""
