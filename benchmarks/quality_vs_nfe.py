@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import scoregen as sg
 from scoregen import reference
 from scoregen.data import load_dataset
 from scoregen.features import FeatureNet, default_cache_dir
-from scoregen.metrics import frechet_distance, ode_err
+from scoregen.metrics import frechet_distance, half_sampling_std, ode_err
 from scoregen.models import load_checked, shipped_checkpoint
 from scoregen.tune import grid_for
 
@@ -56,12 +55,10 @@ PEERS = {"diffusers-dpmpp-2m": ("dpmpp", {}), "diffusers-unipc-2": ("unipc", {})
 TUNED = [("dpmpp", {"order": 2}, 10), ("unipc", {"order": 2}, 10)]  # on the model's tuned 10-step grids
 
 
-def fd_with_spread(features: torch.Tensor, ref: torch.Tensor, seed: int = 1, halves: int = 8) -> tuple:
-    """FD and its half-sampling spread std(FD of random halves) / sqrt(2), as ``scoregen compare``."""
-    g = torch.Generator().manual_seed(seed)
-    n = features.shape[0]
-    half = [frechet_distance(features[torch.randperm(n, generator=g)[:n // 2]], ref) for _ in range(halves)]
-    return frechet_distance(features, ref), torch.tensor(half).std().item() / math.sqrt(2)
+def fd_with_spread(features: torch.Tensor, ref: torch.Tensor, seed: int = 1) -> tuple:
+    """FD and its half-sampling spread (``metrics.half_sampling_std``), as ``scoregen compare``."""
+    fd = lambda f: {"fd": frechet_distance(f, ref)}  # noqa: E731
+    return fd(features)["fd"], half_sampling_std(fd, features, generator=torch.Generator().manual_seed(seed))["fd_std"]
 
 
 def main(argv=None):

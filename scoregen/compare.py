@@ -43,7 +43,7 @@ from . import outputs
 from .data import load_dataset
 from .devices import resolve_device
 from .features import FeatureNet, InceptionFeatures, default_cache_dir
-from .metrics import floor, frechet_distance, image_metrics, ode_err, sample_metrics
+from .metrics import floor, frechet_distance, half_sampling_std, image_metrics, ode_err, sample_metrics
 from .models import LoadedModel, model_for, vae_options
 from .samplers import is_deterministic, pf_ode_solution, sample, steps_onto_zero
 from .samplers.grids import resolve_grid
@@ -188,14 +188,8 @@ def _evaluator(data, extractor, n: int, seed: int, halves: int = 8):
 
     def evaluate(x):
         rep = extractor.features(x) if data.is_image else x
-        out = full(rep)
-        g = torch.Generator().manual_seed(seed + 1)
-        n = rep.shape[0]
-        draws = [cheap(rep[torch.randperm(n, generator=g)[:n // 2].to(rep.device)]) for _ in range(halves)]
-        for key in draws[0]:
-            values = torch.tensor([d[key] for d in draws], dtype=torch.float64)
-            out[f"{key}_std"] = values.std().item() / math.sqrt(2)
-        return out
+        return {**full(rep), **half_sampling_std(cheap, rep, halves=halves,
+                                                 generator=torch.Generator().manual_seed(seed + 1))}
 
     return evaluate
 

@@ -10,6 +10,8 @@ Scalar metrics are Python floats, computed in float64 on the device of their inp
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .features import FeatureNet
@@ -126,6 +128,16 @@ def kid(feats_a, feats_b, *, subsets: int = 100, subset_size: int = 1000,
                        b[torch.randperm(b.shape[0], generator=generator, device=a.device)[:subset_size]])
         for _ in range(subsets)])
     return values.mean().item(), (values.std().item() if subsets > 1 else 0.0)
+
+
+def half_sampling_std(metric, x: torch.Tensor, *, halves: int = 8, generator: torch.Generator | None = None) -> dict:
+    """``{key + "_std": std(metric on random halves of x)[key] / sqrt(2)}`` for each key of the dict ``metric(x)``
+    returns: the half-sampling estimate of a metric's sampling error at n (Politis & Romano). ``generator`` (a
+    CPU one) draws the halves."""
+    n = x.shape[0]
+    draws = [metric(x[torch.randperm(n, generator=generator)[:n // 2].to(x.device)]) for _ in range(halves)]
+    return {f"{key}_std": torch.tensor([d[key] for d in draws], dtype=torch.float64).std().item() / math.sqrt(2)
+            for key in draws[0]}
 
 
 def ode_err(x, reference) -> float:
