@@ -76,7 +76,7 @@ def main(argv=None):
         return
     device = torch.device(args.device)
     loaded = load_checked(shipped_checkpoint("digits.pt"), "eps", device=device)
-    net, sde, t_min = loaded.model, loaded.sde, loaded.config.t_min
+    net, sde, t_min = loaded.model, loaded.sde, loaded.info.t_min
     data = load_dataset("digits")
     feats = FeatureNet.for_dataset(data, cache_dir=default_cache_dir(), device=device)
     x1 = sde.prior_sample((args.n, *data.shape), generator=torch.Generator(device).manual_seed(args.seed),
@@ -125,7 +125,7 @@ def main(argv=None):
             net, sde, x1.shape, "ddpm", args.ddpm_steps, x1=x1, generator=gen())), deterministic=False,
             method="ddpm", steps=args.ddpm_steps)
 
-    summary = dict(checkpoint=loaded.path, n=args.n, seed=args.seed, device=str(device),
+    summary = dict(checkpoint=loaded.info.path, n=args.n, seed=args.seed, device=str(device),
                    torch=torch.__version__, threads=torch.get_num_threads(), rows=rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=1) + "\n")

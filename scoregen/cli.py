@@ -136,13 +136,13 @@ def _run_export(args):
 
 
 def _add_sample(sub):
-    p = sub.add_parser("sample", help="draw samples from a checkpoint: an eps-network with any sampler, a VAE",
-                       description="Sample a trained model: an eps-network with any sampler (at the t_min it was "
-                                   "trained with), a VAE in one decoder call. Without a checkpoint, list the "
-                                   "samplers, their options and the grids.")
+    p = sub.add_parser("sample", help="draw samples from a model: an eps-network with any sampler, a VAE",
+                       description="Sample a trained model (a scoregen checkpoint or a local diffusers folder): an "
+                                   "eps-network with any sampler (at the t_min it was trained with), a VAE in one "
+                                   "decoder call. Without a model, list the samplers, their options and the grids.")
     p.add_argument("checkpoint", type=Path, nargs="?",
-                   help="e.g. runs/digits/ckpt.pt or scoregen/checkpoints/digits.pt")
-    p.add_argument("--ckpt", type=Path, help="the checkpoint, as an option")
+                   help="e.g. runs/digits/ckpt.pt, scoregen/checkpoints/digits.pt or a diffusers folder")
+    p.add_argument("--model", "--ckpt", dest="ckpt", type=Path, help="the model, as an option")
     p.add_argument("--method", help="sampler of an eps-network (default: ddim; `scoregen sample` lists them)")
     p.add_argument("--steps", type=_count(1), help="number of steps (default: the method's)")
     p.add_argument("--grid", help="time grid of the sampler: a name (default: uniform; `scoregen sample` lists them) "
@@ -153,8 +153,15 @@ def _add_sample(sub):
     p.add_argument("-n", "--n", type=_count(1), default=64, help="number of samples (default: 64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    _add_dtype(p)
     p.add_argument("--out", type=Path, default=Path("samples.png"), help=".png (grid or scatter) or .npz")
     return p
+
+
+def _add_dtype(p):
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
+                   help="the eps-network's compute dtype: bf16/fp16 run it under autocast, the sampler in fp32 "
+                        "(default: fp32)")
 
 
 def parse_options(items, flag: str = "-o/--option", reserved: dict | None = None) -> dict:
@@ -183,7 +190,7 @@ SAMPLE_FLAGS = {"steps": "--steps", "grid": "--grid", "method": "--method", "sha
 
 def _run_sample(args):
     if args.checkpoint and args.ckpt:
-        raise ValueError("give the checkpoint once: as an argument or as --ckpt")
+        raise ValueError("give the model once: as an argument or as --model")
     args.checkpoint = args.checkpoint or args.ckpt
     if args.checkpoint is None:
         from .samplers import describe
@@ -194,26 +201,28 @@ def _run_sample(args):
     import numpy as np
     import torch
 
-    from .models import kind_of, load_checked, vae_options
+    from .models import kind_of, load_model, vae_options, with_dtype
     from .outputs import check_writable, sample_png, write_atomic
     from .samplers import sample
 
     options = parse_options(args.option, reserved=SAMPLE_FLAGS)
     check_writable(args.out)
-    model, sde, config, _ = load_checked(args.checkpoint, device=args.device)
-    g = torch.Generator(next(model.parameters()).device).manual_seed(args.seed)
-    if kind_of(model) == "vae":
-        if any(flag is not None for flag in (args.method, args.steps, args.grid)):
+    loaded = load_model(args.checkpoint, device=args.device)
+    g = torch.Generator(next(loaded.model.parameters()).device).manual_seed(args.seed)
+    if kind_of(loaded.model) == "vae":
+        if any(flag is not None for flag in (args.method, args.steps, args.grid, args.dtype)):
             raise ValueError(f"checkpoint {args.checkpoint} holds a VAE, sampled in one decoder call: "
-                             "--method/--steps/--grid do not apply")
+                             "--method/--steps/--grid/--dtype do not apply")
         options = vae_options(options)
-        x, nfe, label, options = model.sample(args.n, generator=g, **options), 1, "vae", {"kind": "vae", **options}
+        x, nfe, label = loaded.model.sample(args.n, generator=g, **options), 1, "vae"
+        options = {"kind": "vae", **options}
     else:
+        model, sde, info = with_dtype(loaded, args.dtype)
         label = args.method or "ddim"
         grid = grid_arg(args.grid, args.steps)
-        options = {**({} if isinstance(grid, torch.Tensor) else {"t_min": config.t_min}), **options,
+        options = {**({} if isinstance(grid, torch.Tensor) else {"t_min": info.t_min}), **options,
                    **({"grid": grid} if grid is not None else {})}
-        res = sample(model, sde, (args.n, *model.shape), label, steps=args.steps, generator=g, **options)
+        res = sample(model, sde, (args.n, *info.shape), label, steps=args.steps, generator=g, **options)
         x, nfe, options = res.x, res.nfe, res.options
     if args.out.suffix == ".npz":
         write_atomic(args.out, lambda f: np.savez(f, x=x.float().cpu().numpy(), nfe=nfe, options=json.dumps(options)))
@@ -243,7 +252,8 @@ def _add_tune_grid(sub):
                                    "error against the PF-ODE's own map of the same prior draws (scoregen.tune). "
                                    "Writes the grid with its errors on the tuning draws and on fresh ones, beside "
                                    "every named grid's; `scoregen sample --grid FILE` runs on it.")
-    p.add_argument("checkpoint", type=Path, help="eps-network checkpoint, e.g. scoregen/checkpoints/digits.pt")
+    p.add_argument("checkpoint", type=Path,
+                   help="eps-network: a checkpoint (e.g. scoregen/checkpoints/digits.pt) or a diffusers folder")
     p.add_argument("--method", required=True,
                    help="deterministic sampler: ddim, dpmpp, unipc, heun, ode (a fixed-grid solver)")
     p.add_argument("--steps", type=_count(1), required=True, help="number of steps K")
@@ -273,8 +283,8 @@ def _run_tune_grid(args):
 
     options = parse_options(args.option, reserved=TUNE_FLAGS)
     check_writable(args.out)
-    model, sde, config, path = load_checked(args.checkpoint, "eps", device=args.device)
-    shape, t_min = tuple(model.shape), config.t_min
+    model, sde, info = load_checked(args.checkpoint, "eps", device=args.device)
+    shape, t_min, path = tuple(info.shape), info.t_min, info.path
     tuned = optimize_grid(model, sde, args.method, args.steps, shape, n=args.n, seed=args.seed, t_min=t_min,
                           max_evals=args.max_evals, progress=not args.no_progress, **options)
     held = held_out_errors(model, sde, args.method, tuned.t, shape, n=args.n, seed=args.seed + 1, t_min=t_min,
@@ -294,7 +304,8 @@ def _add_likelihood(sub):
     p = sub.add_parser("likelihood", help="bits/dim of held-out data: PF-ODE, DDPM bound, VAE ELBO and IWAE",
                        description="Bits/dim of the held-out split under the given models, one convention "
                                    "(scoregen.likelihood): a table, and JSON with --out.")
-    p.add_argument("--ckpt", type=Path, help="eps-network checkpoint, e.g. scoregen/checkpoints/digits.pt")
+    p.add_argument("--ckpt", "--model", dest="ckpt", type=Path,
+                   help="eps-network: a checkpoint (e.g. scoregen/checkpoints/digits.pt) or a diffusers folder")
     p.add_argument("--vae-ckpt", type=Path, help="VAE checkpoint, e.g. scoregen/checkpoints/digits-vae.pt")
     p.add_argument("--dataset", default="digits", help="data set name (default: digits)")
     _add_dataset_options(p)
@@ -329,7 +340,7 @@ def _run_likelihood(args):
     eps = load_checked(args.ckpt, "eps", device=args.device, names=names) if args.ckpt else None
     vae = load_checked(args.vae_ckpt, "vae", device=args.device, names=names).model if args.vae_ckpt else None
     diffusion = {} if eps is None else dict(eps_model=eps.model, sde=eps.sde,
-                                            t_min=eps.config.t_min if args.t_min is None else args.t_min)
+                                            t_min=eps.info.t_min if args.t_min is None else args.t_min)
     device = next((eps.model if eps else vae).parameters()).device
     rows = likelihood_table(data.test[:args.n], levels=data.levels, vae=vae, divergence=args.divergence,
                             probes=args.probes, bound_steps=args.bound_steps, sample_steps=args.sample_steps,
@@ -345,18 +356,23 @@ def _add_compare(sub):
                        description="Sample one model with every sampler at several step counts (and the VAE at one "
                                    "NFE), measure each row against held-out data, write a table, a plot and "
                                    "sample grids. Missing models are trained once and cached.")
-    p.add_argument("--dataset", default="digits", help="data set name (default: digits)")
+    p.add_argument("--dataset", "--reference", dest="dataset", default="digits",
+                   help="the data the samples are measured against: a data set name, an image folder (resized to "
+                        "the model's size) or an .npz of images (default: digits)")
     _add_dataset_options(p)
     p.add_argument("--samplers", help="comma-separated sampler names (default: all)")
     p.add_argument("--steps", action="append", metavar="[SAMPLER=]N,N,...",
                    help="step counts for every fixed-step sampler, or per sampler (repeatable)")
     p.add_argument("--tols", help="comma-separated tolerances (rtol = atol) for adaptive solvers")
-    p.add_argument("-n", type=int, help="samples per row (default: 500 for images, 2000 otherwise)")
+    p.add_argument("-n", "--n", type=int, help="samples per row (default: 500 for images, 2000 otherwise)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    _add_dtype(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the prior draws (default: 0)")
     p.add_argument("--out", type=Path, help="output folder (default: results/<data set>)")
     p.add_argument("--quick", action="store_true", help="smoke run: few step counts, few samples")
-    p.add_argument("--checkpoint", type=Path, help="eps-network checkpoint (default: shipped, cached or trained)")
+    p.add_argument("--model", "--checkpoint", dest="checkpoint", type=Path,
+                   help="eps-network: a scoregen checkpoint or a diffusers folder (default: the data set's shipped, "
+                        "cached or trained one)")
     p.add_argument("--vae-checkpoint", type=Path, help="VAE checkpoint (default: shipped, cached or trained)")
     p.add_argument("--grid", default="uniform",
                    help="time grid of every sampler: a name (uniform, quadratic, log_snr, karras) or a grid file "
@@ -400,7 +416,7 @@ def _run_compare(args):
     settings = CompareSettings(args.dataset, samplers=args.samplers.split(",") if args.samplers else None,
                                steps=parse_steps(args.steps), tols=parse_steps([args.tols]) if args.tols else None,
                                n=args.n, device=args.device, seed=args.seed, out=args.out, quick=args.quick,
-                               checkpoint=args.checkpoint, vae_checkpoint=args.vae_checkpoint,
+                               checkpoint=args.checkpoint, vae_checkpoint=args.vae_checkpoint, dtype=args.dtype,
                                dataset_options=dataset_options(args), grid=args.grid, grid_nfe=args.grid_nfe,
                                batch_size=args.batch_size, cache_dir=args.cache_dir, threads=args.threads,
                                inception_path=args.inception_path, progress=not args.no_progress)

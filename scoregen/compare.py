@@ -40,11 +40,11 @@ from pathlib import Path
 import torch
 
 from . import outputs
-from .data import load_dataset
+from .data import dataset_source, load_dataset
 from .devices import resolve_device
 from .features import FeatureNet, InceptionFeatures, default_cache_dir
 from .metrics import floor, frechet_distance, half_sampling_std, image_metrics, ode_err, sample_metrics
-from .models import LoadedModel, model_for, vae_options
+from .models import LoadedModel, ModelInfo, compute_dtype, load_checked, model_for, vae_options, with_dtype
 from .samplers import is_deterministic, pf_ode_solution, sample, steps_onto_zero
 from .samplers.grids import resolve_grid
 from .samplers.ode import ADAPTIVE, TOL
@@ -225,7 +225,7 @@ def _row_grid(row: _Row, grid, loaded: LoadedModel, cache_dir: Path, progress: b
         return grid_for(loaded, sweep.method, int(row.value), sweep.options, cache_dir=cache_dir, progress=progress)
     if not isinstance(grid, torch.Tensor) or steps_onto_zero(sweep.method) or grid[-1] > 0:
         return grid
-    t_min = loaded.config.t_min
+    t_min = loaded.info.t_min
     if not grid[-2] > t_min:
         raise ValueError(f"the grid ends at 0 and {sweep.method!r} stops at the model's t_min = {t_min}: its "
                          f"last but one time must be above it; got {float(grid[-2])}")
@@ -242,7 +242,7 @@ def _draw(row: _Row, loaded: LoadedModel, size: int, shape, generator) -> tuple:
     explicit = isinstance(row.grid, torch.Tensor)
     res = sample(loaded.model, loaded.sde, (size, *shape), sweep.method, grid=row.grid, generator=generator,
                  steps=None if sweep.adaptive or explicit else int(value),
-                 t_min=None if explicit else loaded.config.t_min, **options)
+                 t_min=None if explicit else loaded.info.t_min, **options)
     resolved = {k: v for k, v in res.options.items() if k not in ("method", "steps", "rtol", "atol")}
     return res.x, res.nfe, dict(resolved, grid=sweep.grid or resolved["grid"])
 
@@ -255,7 +255,7 @@ def _reference(loaded: LoadedModel, n: int, batch_size: int, shape, device: torc
     xs, nfe, start = [], 0, time.perf_counter()
     for i in range(0, n, batch_size):
         x1 = loaded.sde.prior_sample((min(batch_size, n - i), *shape), generator=g, device=device, dtype=dtype)
-        res = pf_ode_solution(loaded.model, loaded.sde, x1, t_min=loaded.config.t_min)
+        res = pf_ode_solution(loaded.model, loaded.sde, x1, t_min=loaded.info.t_min)
         xs.append(res.x)
         nfe = max(nfe, res.nfe)
     return torch.cat(xs), nfe, time.perf_counter() - start
@@ -301,16 +301,20 @@ class CompareSettings:
     """What ``compare`` runs; everything but ``dataset`` by keyword.
 
     Args:
-        dataset: a ``load_dataset`` name ('digits', 'gmm', 'toy', 'cartoon', 'folder', 'npz');
-            ``dataset_options`` go to its loader (e.g. ``{"mixture": "ring8"}``, ``{"path": ...}``).
-        samplers: keys of ``SWEEPS`` (default: all; 'vae' for image data only).
+        dataset: a ``load_dataset`` name ('digits', 'gmm', 'toy', 'cartoon', 'folder', 'npz'), or an image
+            folder or ``.npz`` file of reference images (``data.dataset_source``; a folder's images resized to
+            the model's size); ``dataset_options`` go to its loader (e.g. ``{"mixture": "ring8"}``).
+        samplers: keys of ``SWEEPS`` (default: all; 'vae' for image data only, and with a model that is not a
+            scoregen checkpoint only when ``vae_checkpoint`` is given).
         steps: step counts for every fixed-step sampler, or a dict sampler -> step counts (tolerances
             for an adaptive one); tols: tolerances (rtol = atol) for every adaptive sampler.
             Defaults: each ``Sweep``'s values (``quick``: its quick values).
         n: samples per row (default 500 for images, 2000 otherwise; ``quick``: a fifth).
         device: 'cpu', 'cuda' or 'cuda:N' (default: CUDA if available); seed: prior draws of every row.
         out: output folder (default ``results/<data set name>``).
-        checkpoint, vae_checkpoint: model files (default: shipped, else cached, else trained and cached).
+        checkpoint, vae_checkpoint: model files (default: shipped, else cached, else trained and cached);
+            ``checkpoint`` is any ``models.load_model`` source: a scoregen checkpoint or a diffusers folder.
+        dtype: the eps-network's compute dtype, "fp32" (default), "bf16" or "fp16" (autocast; ``models.with_dtype``).
         grid: the time grid of every sampler: a rule of ``samplers.GRIDS``, or a grid file (a JSON list of
             decreasing times, or ``scoregen tune-grid``'s output; ``samplers.grids.load_grid``) or tensor,
             which fixes every fixed-step sampler's step count (samplers that stop at t_min > 0 get its last
@@ -335,6 +339,7 @@ class CompareSettings:
     quick: bool = False
     checkpoint: str | Path | None = None
     vae_checkpoint: str | Path | None = None
+    dtype: str | None = None
     dataset_options: dict | None = None
     grid: str | Path | torch.Tensor = "uniform"
     grid_nfe: float = 100
@@ -363,9 +368,17 @@ def compare(settings: CompareSettings) -> list[dict]:
     for name, value, low in (("n", s.n, 2), ("batch_size", s.batch_size, 2), ("threads", s.threads, 1)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
             raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
-    data = load_dataset(s.dataset, **dataset_options)
+    compute_dtype(s.dtype)
+    # a given eps-network first: its sample size is a folder's image size, and it fits or fails before any training
+    given = None if s.checkpoint is None else load_checked(s.checkpoint, "eps", device=device, names=CHECKPOINTS)
+    size = given.info.shape[-1] if given is not None and given.info.shape else None
+    dataset, dataset_options = dataset_source(s.dataset, dataset_options, size=size)
+    data = load_dataset(dataset, **dataset_options)
     is_image = data.is_image
-    rows = _plan(s.samplers, s.steps, s.tols, s.quick, is_image,
+    samplers = s.samplers
+    if samplers is None and s.vae_checkpoint is None and given is not None and given.info.config is None:
+        samplers = [label for label, sweep in SWEEPS.items() if sweep.kind != "vae"]  # no VAE of theirs to compare
+    rows = _plan(samplers, s.steps, s.tols, s.quick, is_image,
                  grid_steps=len(grid) - 1 if isinstance(grid, torch.Tensor) else None)
     n = s.n or DEFAULT_N["image" if is_image else "vector"] // (5 if s.quick else 1)
     if is_image and n > data.train.shape[0]:
@@ -385,11 +398,16 @@ def compare(settings: CompareSettings) -> list[dict]:
     with _num_threads(s.threads):
         start = time.perf_counter()
         # the eps-network first: a checkpoint that does not fit fails before any VAE is trained
-        models = {kind: model_for(kind, data, s.dataset, dataset_options, names=CHECKPOINTS, device=device,
-                                  checkpoint=s.checkpoint if kind == "eps" else s.vae_checkpoint,
+        models = {kind: model_for(kind, data, dataset, dataset_options, names=CHECKPOINTS, device=device,
+                                  checkpoint=given if kind == "eps" else s.vae_checkpoint,
                                   cache_dir=cache_dir, progress=s.progress) for kind in kinds}
+        models["eps"] = with_dtype(models["eps"], s.dtype)
         extractor = None if not is_image else inception.with_reference(data) if inception is not None else \
             FeatureNet.for_dataset(data, cache_dir=cache_dir / "features", device=device)
+        if extractor is not None and inception is None and s.progress:
+            print(f"fd and kid are measured in the features of a network trained on {data.name} "
+                  f"({extractor.info['kind']}), not Inception's: not FID; give inception_path (--inception-path) "
+                  "for standard FID", file=sys.stderr)
         for row in rows:
             if row.sweep.kind == "eps":
                 row.grid = _row_grid(row, grid, models["eps"], cache_dir, s.progress)
@@ -403,12 +421,17 @@ def compare(settings: CompareSettings) -> list[dict]:
         table = [floor_row] + [r.fields for r in rows]
         summary = dict(dataset=data.name, dataset_options=dataset_options, n=n, seed=s.seed, device=str(device),
                        grid=grid if isinstance(grid, str) else grid.tolist(), ode_reference=reference,
-                       checkpoint=models["eps"].path,
-                       vae_checkpoint=models["vae"].path if "vae" in models else None,
+                       checkpoint=models["eps"].info.path, model=_model_facts(models["eps"].info), dtype=s.dtype or "fp32",
+                       vae_checkpoint=models["vae"].info.path if "vae" in models else None,
                        feature_net=None if extractor is None else extractor.info,
                        wall_s_total=time.perf_counter() - start, rows=table)
         _write_outputs(out, summary, rows, kept, s.grid_nfe, s.progress)
     return table
+
+
+def _model_facts(info: ModelInfo) -> dict:
+    """What the summary says of the eps-network: its format, smallest time and the format's own facts."""
+    return dict(format=info.format, t_min=info.t_min, **info.details)
 
 
 # --- outputs (rendered by scoregen.outputs) ------------------------------------------------------------

@@ -4,25 +4,32 @@ A model's kind is ``"eps"``, an eps-network sampled by ``scoregen.samplers``, or
 ``nets.vae.VAE`` sampled in one decoder call by its own ``sample`` (options: ``vae_options``).
 ``model_for`` finds the model of a kind for a data set: the given checkpoint (an error if it does not
 fit), else the shipped one if it fits, else the cached one, else one trained by ``RECIPES`` and cached.
+
+``load_model`` is the one entry point for a model from anywhere: a scoregen checkpoint, a local diffusers folder
+(``from_diffusers``) or a network wrapped by ``adapters.wrap``; ``load_checked`` is it with the kind checked.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import inspect
 import json
 import sys
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
+from .adapters import Autocast, Wrapped
 from .checkpoint import TrainConfig, load_checkpoint, read_checkpoint
 from .data import load_dataset
 from .nets import PRESETS
 from .nets.vae import PRESETS as VAE_PRESETS
 from .nets.vae import VAE
-from .sde import VPSDE
+from .devices import resolve_device
+from .sde import T_MIN, VPSDE
 from .train import train
 
 KINDS = {"eps": "an eps-network", "vae": "a VAE"}  # kind -> what the errors call it
@@ -42,13 +49,43 @@ RECIPES = {
 }
 
 
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # --dtype: the network's compute dtype
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What is known of a loaded model besides its network and SDE.
+
+    ``path``: where it was read from (a callable's repr); ``format``: "scoregen" (a checkpoint), "diffusers" (a
+    folder) or "callable" (``adapters.wrap``); ``shape``: one sample's shape (None: unknown); ``t_min``: the
+    smallest time it was trained at, where its samplers stop; ``config``: a scoregen checkpoint's TrainConfig
+    (else None); ``details``: the format's own facts (a diffusers folder's classes, prediction type, N, ...)."""
+    path: str
+    format: str
+    shape: tuple | None
+    t_min: float
+    config: TrainConfig | None = None
+    details: dict = field(default_factory=dict)
+
+    def digest(self) -> str:
+        """A hash of the model's files (a checkpoint, or a folder's configs and weights): a cache key that
+        changes with the model."""
+        root = Path(self.path)
+        if self.format == "callable" or not root.exists():
+            raise ValueError(f"model {self.path} has no files to key a cache on; save it as a checkpoint")
+        files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
+        h = hashlib.sha1()
+        for f in files:
+            h.update(b"" if f == root else str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+        return h.hexdigest()[:10]
+
+
 class LoadedModel(NamedTuple):
-    """A model read from a checkpoint: the network, its SDE, its training config (``config.t_min`` is
-    where its samplers stop) and the file's path."""
+    """A loaded model: the network (an eps-model or a VAE), its SDE and its ``ModelInfo``."""
     model: torch.nn.Module
     sde: VPSDE
-    config: TrainConfig
-    path: str
+    info: ModelInfo
 
 
 def kind_of(model) -> str:
@@ -56,16 +93,69 @@ def kind_of(model) -> str:
     return "vae" if isinstance(model, VAE) else "eps"
 
 
-def load_checked(path, kind: str | None = None, *, device=None, names: dict | None = None) -> LoadedModel:
-    """The model of checkpoint ``path`` on ``device``; with ``kind``, an error unless it is of that kind.
-    ``names``: the argument each kind is given as (kind -> name), so that the error says where it goes."""
-    model, sde, config = load_checkpoint(path, device=device)
-    found = kind_of(model)
+def compute_dtype(dtype) -> torch.dtype | None:
+    """A network's compute dtype, "fp32" (or None, torch.float32), "bf16" or "fp16" (or the torch dtypes), as
+    the half dtype of ``adapters.Autocast`` or None for float32."""
+    dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+    if isinstance(dtype, str) or dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    return None if dtype == torch.float32 else dtype
+
+
+def with_dtype(loaded: LoadedModel, dtype) -> LoadedModel:
+    """``loaded`` with its eps-network computing in ``dtype`` (``compute_dtype``) under autocast
+    (``adapters.Autocast``); the samplers stay in float32. A VAE computes in float32 only."""
+    dtype = compute_dtype(dtype)
+    if dtype is None:
+        return loaded
+    if kind_of(loaded.model) == "vae":
+        raise ValueError(f"dtype {dtype} applies to eps-networks; {loaded.info.path} holds a VAE (float32 only)")
+    return loaded._replace(model=Autocast(loaded.model, dtype))
+
+
+def load_model(source, *, device=None, dtype=None) -> LoadedModel:
+    """``(eps_model, sde, info)`` of a model from anywhere, on ``device`` (None: CUDA if available):
+
+    - a scoregen checkpoint file (``checkpoint.load_checkpoint``; a VAE's too, kind "vae");
+    - a local diffusers folder, a pipeline or a bare UNet2DModel with its scheduler config
+      (``from_diffusers``: timestep k is t = (k + 1) / N, the prediction type converted to eps);
+    - a network wrapped by ``adapters.wrap`` (its device is its own).
+
+    ``dtype``: the eps-network's compute dtype ("bf16", "fp16": autocast; ``with_dtype``). Nothing is downloaded:
+    a hub model is fetched first (``huggingface-cli download google/ddpm-cifar10-32 --local-dir DIR``).
+    """
+    if isinstance(source, Wrapped):
+        t_min = 1 / source.num_steps if source.time == "index" else T_MIN
+        return with_dtype(LoadedModel(source, source.sde, ModelInfo(repr(source.fn), "callable", None, t_min)), dtype)
+    if not isinstance(source, (str, Path)):
+        raise ValueError(f"model must be a checkpoint file, a diffusers folder or adapters.wrap(...); got "
+                         f"{type(source).__name__}")
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(errno.ENOENT, f"no model at {path}: give a scoregen checkpoint or a local diffusers "
+                                              "folder (nothing is downloaded; fetch a hub model first with "
+                                              "huggingface-cli download ID --local-dir DIR)")
+    if path.is_dir():
+        from .from_diffusers import load_folder
+
+        model, sde, shape, details = load_folder(path, resolve_device(device))
+        info = ModelInfo(str(path), "diffusers", shape, 1 / sde.num_steps, details=details)
+    else:
+        model, sde, config = load_checkpoint(path, device=device)
+        info = ModelInfo(str(path), "scoregen", tuple(model.shape), config.t_min, config)
+    return with_dtype(LoadedModel(model, sde, info), dtype)
+
+
+def load_checked(path, kind: str | None = None, *, device=None, dtype=None, names: dict | None = None) -> LoadedModel:
+    """``load_model(path)``; with ``kind``, an error unless the model is of that kind. ``names``: the argument
+    each kind is given as (kind -> name), so that the error says where it goes."""
+    loaded = load_model(path, device=device)
+    found = kind_of(loaded.model)
     if kind is not None and found != kind:
         names = names or {}
         hint = f"; use it as {names[found]}" if found in names else ""
         raise ValueError(f"{names.get(kind, 'checkpoint')} {path} holds {KINDS[found]}, not {KINDS[kind]}{hint}")
-    return LoadedModel(model, sde, config, str(path))
+    return with_dtype(loaded, dtype)
 
 
 def vae_options(options: dict) -> dict:
@@ -122,8 +212,15 @@ def recipe(kind: str, data, dataset: str, dataset_options: dict, device: torch.d
 
 
 def _check_fits(loaded: LoadedModel, data, dataset: str, dataset_options: dict) -> None:
-    """Raise unless ``loaded`` was trained on this data set and fits its sample shape."""
-    path, model, config = loaded.path, loaded.model, loaded.config
+    """Raise unless ``loaded`` fits the data's sample shape and, for a scoregen checkpoint, was trained on
+    this data set."""
+    model, info = loaded.model, loaded.info
+    if info.config is None:
+        if info.shape != data.shape:
+            raise ValueError(f"model {info.path} makes samples of shape {info.shape}, not {data.shape} "
+                             f"({data.name}); for an image folder give --dataset-option size=")
+        return
+    config, path = info.config, info.path
     if config.dataset != dataset:
         raise ValueError(f"checkpoint {path} was trained on data set {config.dataset!r}, not {dataset!r}")
     if config.dataset_options != dataset_options:
@@ -148,11 +245,12 @@ def _check_fits(loaded: LoadedModel, data, dataset: str, dataset_options: dict) 
 
 def model_for(kind: str, data, dataset: str, dataset_options: dict, *, checkpoint=None, names: dict | None = None,
               device: torch.device, cache_dir: Path, progress: bool = True) -> LoadedModel:
-    """The ``kind`` model of ``data`` (loaded by ``dataset`` and ``dataset_options``): ``checkpoint`` (an
-    error if it does not fit; ``names`` as for ``load_checked``), else the shipped one if it fits, else the
-    cached one, else a freshly trained one (cached under ``cache_dir/models``)."""
+    """The ``kind`` model of ``data`` (loaded by ``dataset`` and ``dataset_options``): ``checkpoint`` (a path or a
+    ``LoadedModel``; an error if it does not fit; ``names`` as for ``load_checked``), else the shipped one if it
+    fits, else the cached one, else a freshly trained one (cached under ``cache_dir/models``)."""
     if checkpoint is not None:
-        loaded = load_checked(checkpoint, kind, device=device, names=names)
+        loaded = checkpoint if isinstance(checkpoint, LoadedModel) else \
+            load_checked(checkpoint, kind, device=device, names=names)
         _check_fits(loaded, data, dataset, dataset_options)
         return loaded
     shipped = shipped_checkpoint(f"{dataset}.pt" if kind == "eps" else f"{dataset}-vae.pt")
@@ -172,5 +270,5 @@ def model_for(kind: str, data, dataset: str, dataset_options: dict, *, checkpoin
     return load_checked(path, kind, device=device)
 
 
-__all__ = ["KINDS", "RECIPES", "LoadedModel", "kind_of", "load_checked", "vae_options", "shipped_checkpoint",
-           "recipe", "model_for"]
+__all__ = ["KINDS", "RECIPES", "DTYPES", "ModelInfo", "LoadedModel", "kind_of", "compute_dtype", "with_dtype", "load_model",
+           "load_checked", "vae_options", "shipped_checkpoint", "recipe", "model_for"]

@@ -85,6 +85,7 @@ class VPSDE:
         sde = cls.__new__(cls)
         sde.schedule = "discrete"
         sde._log_ab = torch.cat([betas.new_zeros(1), torch.cumsum(torch.log1p(-betas), 0)])
+        sde._knot_copies = {}
         return sde
 
     def __repr__(self) -> str:
@@ -99,9 +100,17 @@ class VPSDE:
         """N for a discrete schedule, None for a continuous one."""
         return None if self._log_ab is None else self._log_ab.numel() - 1
 
+    def _knots(self, like: torch.Tensor) -> torch.Tensor:
+        """The discrete schedule's knots log_alpha_bar(i / N) in ``like``'s dtype and on its device, copied there
+        once (a copy per call would synchronise a GPU sampling loop)."""
+        key = (like.dtype, like.device)
+        if key not in self._knot_copies:
+            self._knot_copies[key] = self._log_ab.to(dtype=like.dtype, device=like.device)
+        return self._knot_copies[key]
+
     def _segment(self, t: torch.Tensor):
         """Knots, segment index i and position w in [0, 1) with t in [t_i, t_{i+1}] (discrete schedule)."""
-        knots, n = self._log_ab.to(dtype=t.dtype, device=t.device), self.num_steps
+        knots, n = self._knots(t), self.num_steps
         u = t.clamp(0, 1) * n
         i = u.floor().clamp(max=n - 1).long()
         return knots, i, u - i
@@ -138,7 +147,7 @@ class VPSDE:
         if self.schedule == "cosine":
             phi = torch.acos(torch.exp(lab / 2) * math.cos(self._phi0))
             return (phi - self._phi0) / (self._phi1 - self._phi0)
-        knots, n = self._log_ab.to(dtype=lab.dtype, device=lab.device), self.num_steps
+        knots, n = self._knots(lab), self.num_steps
         # knots decrease; search in the increasing sequence -knots
         i = torch.searchsorted(-knots, -lab.contiguous(), right=False).clamp(1, n)
         lo, hi = knots[i - 1], knots[i]

@@ -190,21 +190,19 @@ def grid_for(loaded, method: str, steps: int, options: dict | None = None, *, ca
     """The tuned ``steps``-step grid of ``method`` (with ``options``) for the model ``loaded``
     (``models.LoadedModel``): read from ``cache_dir/grids`` (None: ``~/.cache/scoregen``), else tuned by
     ``optimize_grid`` with its defaults at the model's t_min on the draws of ``TUNING_SEED`` (so that a sweep's
-    own draws are held out) and saved there. The file's name holds a hash of
-    the checkpoint's bytes, so a changed checkpoint is tuned afresh."""
+    own draws are held out) and saved there. The file's name holds a hash of the model's files
+    (``ModelInfo.digest``), so a changed model is tuned afresh."""
     from .features import default_cache_dir
 
-    options = dict(options or {})
-    digest = hashlib.sha1(Path(loaded.path).read_bytes()).hexdigest()[:10]
-    key = hashlib.sha1(json.dumps([options, loaded.config.t_min], sort_keys=True).encode()).hexdigest()[:8]
+    options, info = dict(options or {}), loaded.info
+    key = hashlib.sha1(json.dumps([options, info.t_min], sort_keys=True).encode()).hexdigest()[:8]
     cache_dir = default_cache_dir().parent if cache_dir is None else Path(cache_dir)
-    path = cache_dir / "grids" / f"{Path(loaded.path).stem}-{digest}-{method}-{steps}-{key}.json"
+    path = cache_dir / "grids" / f"{Path(info.path).stem}-{info.digest()}-{method}-{steps}-{key}.json"
     if path.is_file():
         return load_grid(path)
-    t_min = loaded.config.t_min
-    tuned = optimize_grid(loaded.model, loaded.sde, method, steps, tuple(loaded.model.shape), t_min=t_min,
+    tuned = optimize_grid(loaded.model, loaded.sde, method, steps, tuple(info.shape), t_min=info.t_min,
                           seed=TUNING_SEED, progress=progress, **options)
-    save_grid(path, tuned.t, method=method, steps=steps, options=options, checkpoint=loaded.path, t_min=t_min,
+    save_grid(path, tuned.t, method=method, steps=steps, options=options, checkpoint=info.path, t_min=info.t_min,
               start_grid=tuned.start_grid, errors={"tuning": {"tuned": tuned.error, **tuned.fixed_errors}})
     return tuned.t
 

@@ -66,12 +66,12 @@ DIGITS, VAE = str(SHIPPED / "digits.pt"), str(SHIPPED / "digits-vae.pt")
     (["sample", DIGITS, "--out", "x.jpg"], r"--out must end in .png or .npz; got x.jpg"),
     (["sample", DIGITS, "-n", "0"], "argument -n/--n: must be an integer >= 1; got '0'"),
     (["sample", VAE, "--method", "ddim"], "checkpoint .*digits-vae.pt holds a VAE, sampled in one decoder call: "
-                                          "--method/--steps/--grid do not apply"),
-    (["sample", VAE, "--steps", "3"], "--method/--steps/--grid do not apply"),
+                                          "--method/--steps/--grid/--dtype do not apply"),
+    (["sample", VAE, "--steps", "3"], "--method/--steps/--grid/--dtype do not apply"),
     (["sample", VAE, "-o", "eta=0.5"], "option\\(s\\) eta do not belong to a VAE's sampling .*its options: mean"),
     (["sample", VAE, "-o", "mean=false"], "mean must be True or False; got 'false'"),
     (["sample", str(SHIPPED)], "checkpoints is a folder, not a checkpoint file"),
-    (["sample", "missing.pt"], "no checkpoint at missing.pt"),
+    (["sample", "missing.pt"], "no model at missing.pt: give a scoregen checkpoint or a local diffusers folder"),
     (["sample", DIGITS, "--grid", "unifrom"], "--grid unifrom: neither a named grid \\(uniform, quadratic, log_snr, "
                                                "karras\\) nor a grid file"),
     (["tune-grid", DIGITS, "--steps", "3"], "the following arguments are required: --method"),

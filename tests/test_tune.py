@@ -1,6 +1,5 @@
 """Grids tuned to the model (``scoregen.tune``) on the exact eps of the 2-D mixture oracle, and grid files."""
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -8,7 +7,7 @@ import torch
 import scoregen as sg
 from scoregen.data.gmm import preset
 from scoregen.metrics import ode_err
-from scoregen.models import LoadedModel
+from scoregen.models import LoadedModel, ModelInfo
 from scoregen.samplers.grids import load_grid, save_grid
 from scoregen.tune import grid_for, held_out_errors, optimize_grid
 
@@ -109,8 +108,7 @@ def test_missing_grid_files_and_bad_grids_to_save(tmp_path):
 
 
 class _Oracle(torch.nn.Module):
-    """The oracle as a module of shape (2,) in float64, as ``models.load_checked`` gives a network."""
-    shape = (2,)
+    """The oracle as a module in float64, as ``models.load_checked`` gives a network."""
 
     def __init__(self):
         super().__init__()
@@ -123,7 +121,7 @@ class _Oracle(torch.nn.Module):
 def test_grid_for_tunes_once_per_checkpoint_method_steps_and_options(tmp_path, monkeypatch):
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"weights")
-    loaded = LoadedModel(_Oracle(), SDE, SimpleNamespace(t_min=2e-3), str(ckpt))
+    loaded = LoadedModel(_Oracle(), SDE, ModelInfo(str(ckpt), "scoregen", (2,), 2e-3))
     t = grid_for(loaded, "ode", 4, {"solver": "heun2"}, cache_dir=tmp_path)
     assert (t[0], t[-1]) == (1.0, 2e-3)
     (path,) = (tmp_path / "grids").iterdir()

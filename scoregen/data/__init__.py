@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -82,6 +83,23 @@ def check_options(name: str, options: dict) -> None:
     check_types(loader, options, f"data set {name!r}: option")
 
 
+def dataset_source(dataset: str, options: dict, *, size: int | None = None) -> tuple[str, dict]:
+    """A data set given by name, or by an image folder or a ``.npz`` file, as ``(loader name, options)``: a folder
+    is the ``folder`` loader (its images resized to ``size`` unless ``options`` say otherwise), an npz the ``npz``
+    loader."""
+    if dataset in _LOADERS:
+        return dataset, dict(options)
+    path = Path(dataset)
+    loader = "folder" if path.is_dir() else "npz" if path.is_file() and path.suffix == ".npz" else None
+    if loader is None:
+        raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(sorted(_LOADERS))}, or an image folder or "
+                         ".npz file")
+    if "path" in options:
+        raise ValueError(f"dataset {dataset} is a path: give no path option besides")
+    extra = {"size": size} if loader == "folder" and size is not None and "size" not in options else {}
+    return loader, {"path": str(path), **extra, **options}
+
+
 def load_dataset(name: str, **options) -> Dataset:
     """Load a data set by name; ``options`` go to its loader (see each loader's docstring), checked
     against its signature: unknown names and values of the wrong type are errors that name the valid ones."""
@@ -91,4 +109,4 @@ def load_dataset(name: str, **options) -> Dataset:
     return _LOADERS[name](**options)
 
 
-__all__ = ["Dataset", "GaussianMixture", "gaussian", "preset", "load_dataset"]
+__all__ = ["Dataset", "GaussianMixture", "gaussian", "preset", "load_dataset", "dataset_source"]
