@@ -17,9 +17,10 @@ _EXPORTS = {
     "QuantizedDataWarning": "quantization",
     "build_model": "nets",
     "TrainConfig": "checkpoint", "load_checkpoint": "checkpoint",
+    "load_model": "models", "wrap": "adapters",
 }
 _SUBMODULES = ("sde", "data", "nets", "samplers", "likelihood", "metrics", "features", "control", "train",
-               "checkpoint", "compare", "outputs", "quantization", "tune")
+               "checkpoint", "compare", "outputs", "quantization", "tune", "models", "adapters", "reference")
 __all__ = sorted(_EXPORTS)
 
 

@@ -133,7 +133,7 @@ def load_folder(path, device: torch.device) -> tuple[Wrapped, VPSDE, tuple, dict
     if out != channels and not (out == 2 * channels and str(variance).startswith("learned")):
         raise ValueError(f"{unet_dir}: the UNet maps {channels} channels to {out}; it must return {channels} "
                          f"(or {2 * channels} with a learned variance_type; the scheduler's is {variance!r})")
-    unet = diffusers.UNet2DModel.from_pretrained(unet_dir).to(device).eval().requires_grad_(False)
+    unet = diffusers.UNet2DModel.from_pretrained(unet_dir, low_cpu_mem_usage=False).to(device).eval().requires_grad_(False)
     ac = sched.alphas_cumprod.to(torch.float64)
     sde = VPSDE.from_ddpm_betas(1 - ac / torch.cat([ac.new_ones(1), ac[:-1]]))
     size = config["sample_size"]

@@ -1,5 +1,6 @@
 """diffusers' DPM-Solver++ and UniPC schedulers run on a scoregen eps-model: the reference that ``dpmpp`` and
-``unipc`` are tested and benchmarked against. diffusers is optional and imported here on first use.
+``unipc`` are tested and benchmarked against; ``grid`` gives any DDPM-family scheduler's steps (DDIM and DDPM
+too) as times. diffusers is optional and imported here on first use.
 
 The timestep mapping. The scheduler is built on ``trained_betas = sde.ddpm_betas(N)`` (N train timesteps), so
 its ``alphas_cumprod[k] = alpha_bar((k + 1) / N)``: timestep index k is the time t = (k + 1) / N, and where
@@ -39,11 +40,23 @@ def scheduler(name: str, sde: VPSDE, steps: int, *, num_train_timesteps: int = 1
 
 
 def grid(sched) -> torch.Tensor:
-    """The times of ``sched``'s steps as a scoregen grid (float64, CPU): (k + 1) / N for its timesteps k,
-    then its final time: 0 (final sigma zero) or 1 / N (``final_sigmas_type="sigma_min"``)."""
+    """The times of ``sched``'s steps as a scoregen grid (float64, CPU): (k + 1) / N for its timesteps k, then
+    where its last step lands. DPM-Solver++ and UniPC: 0 (final sigma zero) or 1 / N
+    (``final_sigmas_type="sigma_min"``). DDIM and DDPM: each step goes from k to k - N // steps, and below 0 to
+    alpha_bar = ``final_alpha_cumprod``, 1 (t = 0) or ``alphas_cumprod[0]`` (t = 1 / N, DDIM's
+    ``set_alpha_to_one=False``); an error where the steps do not chain (``timestep_spacing="trailing"`` with N
+    not a multiple of the steps: each step lands off the next timestep, which no grid reproduces)."""
     n = sched.config.num_train_timesteps
-    end = 0.0 if float(sched.sigmas[-1]) == 0 else 1.0
-    return torch.cat([(sched.timesteps.to(torch.float64) + 1) / n, torch.tensor([end / n], dtype=torch.float64)])
+    k = sched.timesteps.to(torch.float64)
+    if hasattr(sched, "sigmas"):
+        end = 0.0 if float(sched.sigmas[-1]) == 0 else 1.0
+    else:
+        prev = k - n // sched.num_inference_steps
+        if not torch.equal(prev[:-1], k[1:]):
+            raise ValueError(f"{type(sched).__name__}'s steps do not chain: timesteps {k.long().tolist()}, each step "
+                             f"going to k - {n // sched.num_inference_steps}; no grid of times reproduces them")
+        end = prev[-1] + 1 if prev[-1] >= 0 else 0.0 if float(getattr(sched, "final_alpha_cumprod", 1.0)) == 1 else 1.0
+    return torch.cat([(k + 1) / n, torch.tensor([float(end) / n], dtype=torch.float64)])
 
 
 def run(sched, eps_model, x1: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:

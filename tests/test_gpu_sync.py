@@ -90,3 +90,20 @@ def test_fixed_step_sampler_loop_does_not_sync(net, method, options):
     res, window = run(net, method, options, nfe=ref.nfe)
     assert window.calls == ref.nfe and window.modes == {2}  # every call ran with sync debug mode "error"
     torch.testing.assert_close(res.x, ref.x)  # the guarded run is the same sampler run
+
+
+@pytest.mark.parametrize("time", ["index", "sigma"])
+def test_a_wrapped_network_on_a_discrete_schedule_does_not_sync(net, time):
+    """sg.wrap's conversions (v to eps, t to timesteps or sigma) on a discrete schedule, whose knots are copied to
+    the GPU once, and bf16 autocast (sg.adapters.Autocast) add no sync to the loop."""
+    sde = sg.VPSDE.from_ddpm_betas(torch.linspace(1e-4, 0.02, 1000))
+    model = sg.adapters.Autocast(sg.wrap(lambda x, tau: net(x, tau / 1000), sde, prediction="v", time=time),
+                                 torch.bfloat16)
+    for guard in (None, 4):
+        g = torch.Generator("cuda").manual_seed(0)
+        window = model if guard is None else SyncWindow(model, guard)
+        try:
+            sg.sample(window, sde, (4, 1, 8, 8), "ddim", 4, generator=g, device="cuda", dtype=torch.float32)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert window.modes == {2}
