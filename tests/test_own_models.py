@@ -319,3 +319,26 @@ def test_compare_leaves_the_vae_out_for_a_model_of_another_library_and_says_what
     assert [r["sampler"] for r in rows] == ["data floor", "ddim"]
     assert "fd and kid are measured in the features of a network trained on npz-ref (random), not Inception's" \
         in capsys.readouterr().err
+
+
+def test_a_reference_folder_is_resized_to_the_models_size_and_a_path_is_not_a_name(tmp_path):
+    from scoregen.data import dataset_source
+
+    assert dataset_source(str(tmp_path), {}, size=8) == ("folder", {"path": str(tmp_path), "size": 8})
+    assert dataset_source(str(tmp_path), {"size": 16}, size=8) == ("folder", {"path": str(tmp_path), "size": 16})
+    np.savez(tmp_path / "ref.npz", x=np.zeros((4, 8, 8), dtype=np.uint8))
+    assert dataset_source(str(tmp_path / "ref.npz"), {}, size=8) == ("npz", {"path": str(tmp_path / "ref.npz")})
+    assert dataset_source("digits", {}, size=8) == ("digits", {})
+    with pytest.raises(ValueError, match="unknown dataset 'cifar'; valid: .*, or an image folder or .npz file"):
+        dataset_source("cifar", {})
+
+
+def test_a_folders_digest_keys_its_cache_on_its_files(folders, tmp_path):
+    import shutil
+
+    info = sg.load_model(folders["epsilon"], device="cpu").info
+    copy = shutil.copytree(folders["epsilon"], tmp_path / "copy")
+    assert sg.load_model(copy, device="cpu").info.digest() == info.digest()
+    config = json.loads((copy / "scheduler" / "scheduler_config.json").read_text())
+    (copy / "scheduler" / "scheduler_config.json").write_text(json.dumps({**config, "beta_end": 0.03}))
+    assert sg.load_model(copy, device="cpu").info.digest() != info.digest()
