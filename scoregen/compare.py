@@ -421,7 +421,8 @@ def compare(settings: CompareSettings) -> list[dict]:
         table = [floor_row] + [r.fields for r in rows]
         summary = dict(dataset=data.name, dataset_options=dataset_options, n=n, seed=s.seed, device=str(device),
                        grid=grid if isinstance(grid, str) else grid.tolist(), ode_reference=reference,
-                       checkpoint=models["eps"].info.path, model=_model_facts(models["eps"].info), dtype=s.dtype or "fp32",
+                       checkpoint=models["eps"].info.path, model=_model_facts(models["eps"].info),
+                       dtype=s.dtype or "fp32",
                        vae_checkpoint=models["vae"].info.path if "vae" in models else None,
                        feature_net=None if extractor is None else extractor.info,
                        wall_s_total=time.perf_counter() - start, rows=table)

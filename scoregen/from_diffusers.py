@@ -65,9 +65,9 @@ def _find(root: Path) -> tuple[Path, Path]:
     if index.is_file():
         found = [key for key in CONDITIONING if key in _json(index)]
         if found:
-            raise ValueError(f"{root} is a pipeline with {', '.join(found)} (model_index.json): a latent or conditional "
-                             "pipeline; scoregen runs unconditional pixel-space UNet2DModel pipelines (DDPMPipeline, "
-                             "DDIMPipeline)")
+            raise ValueError(f"{root} is a pipeline with {', '.join(found)} (model_index.json): a latent or "
+                             "conditional pipeline; scoregen runs unconditional pixel-space UNet2DModel pipelines "
+                             "(DDPMPipeline, DDIMPipeline)")
     unet = root / "unet" if (root / "unet" / "config.json").is_file() else root
     if not (unet / "config.json").is_file():
         raise ValueError(f"{root} is a folder, not a checkpoint file, and not a diffusers folder: it holds no UNet, "
@@ -103,7 +103,7 @@ def _scheduler(config: dict, where: Path):
 
     name = config.get("_class_name")
     cls = getattr(diffusers, str(name), None)
-    sched = cls.from_config(config) if isinstance(cls, type) and hasattr(cls, "from_config") else None
+    sched = cls.from_config(config) if isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin) else None
     if sched is None or not hasattr(sched, "alphas_cumprod"):
         raise ValueError(f"{where}: scheduler {name!r} is not supported; scoregen needs a DDPM-family scheduler with "
                          "betas (DDPMScheduler, DDIMScheduler, PNDMScheduler, DPMSolverMultistepScheduler, "
@@ -133,7 +133,8 @@ def load_folder(path, device: torch.device) -> tuple[Wrapped, VPSDE, tuple, dict
     if out != channels and not (out == 2 * channels and str(variance).startswith("learned")):
         raise ValueError(f"{unet_dir}: the UNet maps {channels} channels to {out}; it must return {channels} "
                          f"(or {2 * channels} with a learned variance_type; the scheduler's is {variance!r})")
-    unet = diffusers.UNet2DModel.from_pretrained(unet_dir, low_cpu_mem_usage=False).to(device).eval().requires_grad_(False)
+    unet = diffusers.UNet2DModel.from_pretrained(unet_dir, low_cpu_mem_usage=False)
+    unet = unet.to(device).eval().requires_grad_(False)
     ac = sched.alphas_cumprod.to(torch.float64)
     sde = VPSDE.from_ddpm_betas(1 - ac / torch.cat([ac.new_ones(1), ac[:-1]]))
     size = config["sample_size"]

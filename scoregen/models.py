@@ -56,7 +56,7 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # --dtyp
 class ModelInfo:
     """What is known of a loaded model besides its network and SDE.
 
-    ``path``: where it was read from (a callable's repr); ``format``: "scoregen" (a checkpoint), "diffusers" (a
+    ``path``: where it was read from (a wrapped callable's name); ``format``: "scoregen" (a checkpoint), "diffusers" (a
     folder) or "callable" (``adapters.wrap``); ``shape``: one sample's shape (None: unknown); ``t_min``: the
     smallest time it was trained at, where its samplers stop; ``config``: a scoregen checkpoint's TrainConfig
     (else None); ``details``: the format's own facts (a diffusers folder's classes, prediction type, N, ...)."""
@@ -126,7 +126,8 @@ def load_model(source, *, device=None, dtype=None) -> LoadedModel:
     """
     if isinstance(source, Wrapped):
         t_min = 1 / source.num_steps if source.time == "index" else T_MIN
-        return with_dtype(LoadedModel(source, source.sde, ModelInfo(repr(source.fn), "callable", None, t_min)), dtype)
+        name = getattr(source.fn, "__name__", type(source.fn).__name__)
+        return with_dtype(LoadedModel(source, source.sde, ModelInfo(name, "callable", None, t_min)), dtype)
     if not isinstance(source, (str, Path)):
         raise ValueError(f"model must be a checkpoint file, a diffusers folder or adapters.wrap(...); got "
                          f"{type(source).__name__}")
@@ -270,5 +271,5 @@ def model_for(kind: str, data, dataset: str, dataset_options: dict, *, checkpoin
     return load_checked(path, kind, device=device)
 
 
-__all__ = ["KINDS", "RECIPES", "DTYPES", "ModelInfo", "LoadedModel", "kind_of", "compute_dtype", "with_dtype", "load_model",
-           "load_checked", "vae_options", "shipped_checkpoint", "recipe", "model_for"]
+__all__ = ["KINDS", "RECIPES", "DTYPES", "ModelInfo", "LoadedModel", "kind_of", "compute_dtype", "with_dtype",
+           "load_model", "load_checked", "vae_options", "shipped_checkpoint", "recipe", "model_for"]
