@@ -404,10 +404,8 @@ def compare(settings: CompareSettings) -> list[dict]:
         models["eps"] = with_dtype(models["eps"], s.dtype)
         extractor = None if not is_image else inception.with_reference(data) if inception is not None else \
             FeatureNet.for_dataset(data, cache_dir=cache_dir / "features", device=device)
-        if extractor is not None and inception is None and s.progress:
-            print(f"fd and kid are measured in the features of a network trained on {data.name} "
-                  f"({extractor.info['kind']}), not Inception's: not FID; give inception_path (--inception-path) "
-                  "for standard FID", file=sys.stderr)
+        if extractor is not None:
+            print(_features_note(extractor.info, data.name), file=sys.stderr)
         for row in rows:
             if row.sweep.kind == "eps":
                 row.grid = _row_grid(row, grid, models["eps"], cache_dir, s.progress)
@@ -430,6 +428,15 @@ def compare(settings: CompareSettings) -> list[dict]:
     return table
 
 
+def _features_note(info: dict, dataset: str) -> str:
+    """What space fd and kid were measured in: Inception's (FID, KID) or the package's feature network's."""
+    if info["kind"] == "inception":
+        return f"fd and kid are measured in Inception's pool3 features ({info['path']}): FID and KID"
+    accuracy = "" if info.get("accuracy") is None else f", {100 * info['accuracy']:.1f}% held-out accuracy"
+    return (f"fd and kid are measured in the features of a network trained on {dataset} ({info['kind']}{accuracy}), "
+            "not Inception's: not FID; give inception_path (--inception-path) for standard FID")
+
+
 def _model_facts(info: ModelInfo) -> dict:
     """What the summary says of the eps-network: its format, smallest time and the format's own facts."""
     return dict(format=info.format, t_min=info.t_min, **info.details)
@@ -447,11 +454,13 @@ def _write_outputs(out: Path, summary: dict, rows: list[_Row], kept: dict, grid_
     quality_vs_nfe.png: the headline metrics, one line per sampler, a star for the VAE and each tuned row."""
     table = summary["rows"]
     title = f"{summary['dataset']}: n = {summary['n']} samples per row, seed {summary['seed']}, {summary['device']}"
+    note = f"Model: {summary['checkpoint']} ({summary['model']['format']}, {summary['dtype']})." + (
+        "" if summary["feature_net"] is None else f" {_features_note(summary['feature_net'], summary['dataset'])}.")
     plot = outputs.quality_plot(table, title, sum(PLOTTED.values(), ()), LOG_SCALE,
                                 stars=[label for label, sweep in SWEEPS.items() if sweep.kind == "vae" or sweep.grid])
     files = {"compare.json": json.dumps(summary, indent=2).encode() + b"\n",
              "compare.csv": outputs.csv_table(table, METRICS),
-             "compare.md": f"# {title}\n\n{markdown_table(table)}".encode(), "quality_vs_nfe.png": plot}
+             "compare.md": f"# {title}\n\n{note}\n\n{markdown_table(table)}".encode(), "quality_vs_nfe.png": plot}
     for label in dict.fromkeys(r.label for r in rows):
         best = min((r for r in rows if r.label == label), key=lambda r: abs(math.log(r.fields["nfe"] / grid_nfe)))
         files[f"samples_{label}.png"] = outputs.sample_png(kept[id(best)])

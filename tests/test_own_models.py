@@ -317,8 +317,8 @@ def test_compare_leaves_the_vae_out_for_a_model_of_another_library_and_says_what
         str(tmp_path / "ref.npz"), checkpoint=folders["epsilon"], steps=[3], n=20, out=tmp_path / "out",
         cache_dir=tmp_path, device="cpu"))
     assert [r["sampler"] for r in rows] == ["data floor", "ddim"]
-    assert "fd and kid are measured in the features of a network trained on npz-ref (random), not Inception's" \
-        in capsys.readouterr().err
+    note = "fd and kid are measured in the features of a network trained on npz-ref (random), not Inception's"
+    assert note in capsys.readouterr().err and note in (tmp_path / "out" / "compare.md").read_text()
 
 
 def test_a_reference_folder_is_resized_to_the_models_size_and_a_path_is_not_a_name(tmp_path):
