@@ -48,30 +48,33 @@ class Wrapped(torch.nn.Module):
         n = f", num_steps={self.num_steps}" if self.time == "index" else ""
         return f"prediction={self.prediction!r}, time={self.time!r}{n}"
 
-    def _time(self, t: torch.Tensor) -> torch.Tensor:
-        if self.time == "t":
-            return t
-        if self.time == "log_snr":
-            return self.sde.log_snr(t)
-        if self.time == "sigma":
-            return torch.exp(-self.sde.log_snr(t))
+    def _index(self, t: torch.Tensor) -> torch.Tensor:
+        """k = N t - 1; t carries the rounding of (k + 1) / N in its dtype, undone at the knots."""
         k = self.num_steps * t - 1
-        nearest = k.round()  # t carries the rounding of (k + 1) / N in its dtype: undo it at the knots
+        nearest = k.round()
         return torch.where((k - nearest).abs() <= self.num_steps * torch.finfo(t.dtype).eps, nearest, k)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        alpha, sigma = (_batch_view(c, x) for c in (self.sde.alpha(t), self.sde.sigma(t)))
+        a = s = None  # the network's coordinates x_in = a x0 + s eps, computed only where they are needed
+        if self.time == "sigma" or self.prediction != "eps":
+            alpha, sigma = self.sde.alpha(t), self.sde.sigma(t)
+            a, s = (torch.ones_like(alpha), sigma / alpha) if self.time == "sigma" else (alpha, sigma)
         if self.time == "sigma":
-            x, a, s = x / alpha, torch.ones_like(alpha), sigma / alpha
+            x, tau = x / _batch_view(alpha, x), s
+        elif self.time == "index":
+            tau = self._index(t)
+        elif self.time == "log_snr":
+            tau = self.sde.log_snr(t)
         else:
-            a, s = alpha, sigma
-        out = self.fn(x, self._time(t))
+            tau = t
+        out = self.fn(x, tau)
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"the wrapped network must return a tensor of the input's shape {tuple(x.shape)}; "
                              f"got {got}")
         if self.prediction == "eps":
             return out
+        a, s = _batch_view(a, x), _batch_view(s, x)
         if self.prediction == "x0":
             return (x - a * out) / s
         if self.prediction == "v":

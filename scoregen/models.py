@@ -147,7 +147,7 @@ def load_model(source, *, device=None, dtype=None) -> LoadedModel:
     return with_dtype(LoadedModel(model, sde, info), dtype)
 
 
-def load_checked(path, kind: str | None = None, *, device=None, dtype=None, names: dict | None = None) -> LoadedModel:
+def load_checked(path, kind: str | None = None, *, device=None, names: dict | None = None) -> LoadedModel:
     """``load_model(path)``; with ``kind``, an error unless the model is of that kind. ``names``: the argument
     each kind is given as (kind -> name), so that the error says where it goes."""
     loaded = load_model(path, device=device)
@@ -156,7 +156,7 @@ def load_checked(path, kind: str | None = None, *, device=None, dtype=None, name
         names = names or {}
         hint = f"; use it as {names[found]}" if found in names else ""
         raise ValueError(f"{names.get(kind, 'checkpoint')} {path} holds {KINDS[found]}, not {KINDS[kind]}{hint}")
-    return with_dtype(loaded, dtype)
+    return loaded
 
 
 def vae_options(options: dict) -> dict:
