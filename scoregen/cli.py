@@ -152,10 +152,17 @@ def _add_sample(sub):
                         "(repeatable)")
     p.add_argument("-n", "--n", type=_count(1), default=64, help="number of samples (default: 64)")
     p.add_argument("--seed", type=int, default=0)
+    _add_chunk(p)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     _add_dtype(p)
     p.add_argument("--out", type=Path, default=Path("samples.png"), help=".png (grid or scatter) or .npz")
     return p
+
+
+def _add_chunk(p):
+    p.add_argument("--batch-size", type=_count(1), default=250,
+                   help="samples per sampler call, each call seeded from --seed and its index, so that the samples "
+                        "are the same under torchrun for any number of processes (default: 250)")
 
 
 def _add_dtype(p):
@@ -185,7 +192,8 @@ def parse_options(items, flag: str = "-o/--option", reserved: dict | None = None
 
 # sample()'s own parameters, which -o must not set
 SAMPLE_FLAGS = {"steps": "--steps", "grid": "--grid", "method": "--method", "shape": "-n", "generator": "--seed",
-                "device": "--device", "dtype": "(the checkpoint's)", "return_trajectory": "(not a CLI option)"}
+                "device": "--device", "dtype": "(the checkpoint's)", "return_trajectory": "(not a CLI option)",
+                "seed": "--seed", "chunk": "--batch-size"}
 
 
 def _run_sample(args):
@@ -201,20 +209,22 @@ def _run_sample(args):
     import numpy as np
     import torch
 
+    from . import distributed
     from .models import kind_of, load_model, vae_options, with_dtype
     from .outputs import check_writable, sample_png, write_atomic
-    from .samplers import sample
 
     options = parse_options(args.option, reserved=SAMPLE_FLAGS)
     check_writable(args.out)
     loaded = load_model(args.checkpoint, device=args.device)
-    g = torch.Generator(next(loaded.model.parameters()).device).manual_seed(args.seed)
+    device, chunk = next(loaded.model.parameters()).device, args.batch_size
     if kind_of(loaded.model) == "vae":
         if any(flag is not None for flag in (args.method, args.steps, args.grid, args.dtype)):
             raise ValueError(f"checkpoint {args.checkpoint} holds a VAE, sampled in one decoder call: "
                              "--method/--steps/--grid/--dtype do not apply")
         options = vae_options(options)
-        x, nfe, label = loaded.model.sample(args.n, generator=g, **options), 1, "vae"
+        parts = distributed.map_chunks(lambda start, size, g: loaded.model.sample(size, generator=g, **options),
+                                       args.n, chunk, seed=args.seed, device=device)
+        x, nfe, label = None if parts is None else torch.cat(parts), 1, "vae"
         options = {"kind": "vae", **options}
     else:
         model, sde, info = with_dtype(loaded, args.dtype)
@@ -222,8 +232,11 @@ def _run_sample(args):
         grid = grid_arg(args.grid, args.steps)
         options = {**({} if isinstance(grid, torch.Tensor) else {"t_min": info.t_min}), **options,
                    **({"grid": grid} if grid is not None else {})}
-        res = sample(model, sde, (args.n, *info.shape), label, steps=args.steps, generator=g, **options)
-        x, nfe, options = res.x, res.nfe, res.options
+        res = distributed.sample(model, sde, (args.n, *info.shape), label, steps=args.steps, seed=args.seed,
+                                 chunk=chunk, **options)
+        x, nfe, options = (None, None, None) if res is None else (res.x, res.nfe, res.options)
+    if not distributed.is_main():
+        return
     if args.out.suffix == ".npz":
         write_atomic(args.out, lambda f: np.savez(f, x=x.float().cpu().numpy(), nfe=nfe, options=json.dumps(options)))
     else:
@@ -429,8 +442,15 @@ COMMANDS = {"train": (_add_train, _run_train), "export": (_add_export, _run_expo
             "compare": (_add_compare, _run_compare)}
 
 
+DISTRIBUTED = ("train", "sample", "compare", "likelihood")  # the commands that share their work under torchrun
+
+
 def main(argv=None):
-    """The ``scoregen`` command (see the module docstring for its errors and exit statuses)."""
+    """The ``scoregen`` command (see the module docstring for its errors and exit statuses).
+
+    Under torchrun (RANK and WORLD_SIZE set) the commands of ``DISTRIBUTED`` join its process group first
+    (``scoregen.distributed``); every rank prints its own errors, prefixed with its rank, and an error of
+    another rank is reported by rank 0 alone."""
     parser = _Parser(prog="scoregen", description="Continuous-time diffusion models: train, sample, compare.")
     debug = dict(action="store_true", help="show full tracebacks (also SCOREGEN_DEBUG=1)")
     parser.add_argument("--debug", **debug)
@@ -438,18 +458,40 @@ def main(argv=None):
     for add, _ in COMMANDS.values():  # before or after the command; SUPPRESS keeps a leading --debug
         add(sub).add_argument("--debug", default=argparse.SUPPRESS, **debug)
     args = parser.parse_args(argv)
-    if args.debug or os.environ.get("SCOREGEN_DEBUG", "") not in ("", "0"):
-        return COMMANDS[args.command][1](args)
+    launched = args.command in DISTRIBUTED and "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    try:
+        if launched:
+            from . import distributed
+            args.device = distributed.init(args.device)
+        if args.debug or os.environ.get("SCOREGEN_DEBUG", "") not in ("", "0"):
+            return COMMANDS[args.command][1](args)
+        _run_reporting(args)
+    finally:
+        if launched:
+            distributed.shutdown()
+
+
+def _run_reporting(args):
+    """Run the command; a user error, a machine error, a diverged run or Ctrl-C is one line and an exit status."""
+    rank = int(os.environ.get("RANK", 0)) if args.command in DISTRIBUTED else 0
+    prefix = f"scoregen: rank {rank}: " if int(os.environ.get("WORLD_SIZE", 1)) > 1 else "scoregen: "
     try:
         COMMANDS[args.command][1](args)
     except KeyboardInterrupt as e:  # training's Interrupted says where its checkpoint is; Ctrl-C says nothing
-        print(f"scoregen: {str(e) or 'interrupted'}", file=sys.stderr)
+        print(f"{prefix}{str(e) or 'interrupted'}", file=sys.stderr)
         sys.exit(130)
     except (ValueError, OSError, FloatingPointError) as e:
-        print(f"scoregen: error: {_message(e)}", file=sys.stderr)
+        print(f"{prefix}error: {_message(e)}", file=sys.stderr)
         # 2: the user's input (arguments, files, destinations; CheckpointError is a ValueError);
         # 1: the machine (a full disk, an I/O error) or the run (a diverged loss)
         sys.exit(1 if isinstance(e, FloatingPointError) or getattr(e, "errno", None) in MACHINE_ERRNOS else 2)
+    except RuntimeError as e:  # another rank failed (RankError), or a collective broke (torch.distributed.DistError)
+        from .distributed import RankError, broken
+        if not isinstance(e, RankError) and not broken(e):
+            raise
+        if rank == 0:
+            print(f"{prefix}error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _message(e: Exception) -> str:
