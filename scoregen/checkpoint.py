@@ -38,7 +38,8 @@ class TrainConfig:
     ``ema_decay``: the EMA uses ``min(ema_decay, (1 + step) / (10 + step))``, so short runs are not
     dominated by the initial weights. ``amp``: bf16 autocast, on CUDA only. ``device``: None is CUDA if
     available, else CPU. ``sample_every`` / ``ckpt_every``: 0 turns sample grids off / checkpoints only
-    at the end.
+    at the end. ``batch_size`` is the global batch, split over the processes of a distributed run;
+    ``world_size`` is a record, set by ``train``: the number of processes it ran on (the last, if resumed).
     """
 
     dataset: str = "digits"
@@ -60,9 +61,10 @@ class TrainConfig:
     ckpt_every: int = 1000
     out: str = "runs/digits"
     device: str | None = None
+    world_size: int | None = None
 
     # Fields a resumed run may change; the others must match the checkpoint's.
-    RESUMABLE = ("steps", "log_every", "sample_every", "ckpt_every", "out", "device")
+    RESUMABLE = ("steps", "log_every", "sample_every", "ckpt_every", "out", "device", "world_size")
 
     def __post_init__(self):
         check_types(TrainConfig, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "config field")
@@ -78,6 +80,8 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1); got {self.ema_decay!r}")
         if not 0 <= self.t_min < 1:
             raise ValueError(f"t_min must be in [0, 1); got {self.t_min!r}")
+        if self.world_size is not None and not self.world_size >= 1:
+            raise ValueError(f"world_size must be >= 1 or None; got {self.world_size!r}")
         if self.device not in (None, "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or None; got {self.device!r}")
 

@@ -458,17 +458,19 @@ def main(argv=None):
     for add, _ in COMMANDS.values():  # before or after the command; SUPPRESS keeps a leading --debug
         add(sub).add_argument("--debug", default=argparse.SUPPRESS, **debug)
     args = parser.parse_args(argv)
-    launched = args.command in DISTRIBUTED and "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    launched, done = args.command in DISTRIBUTED and "RANK" in os.environ and "WORLD_SIZE" in os.environ, False
     try:
         if launched:
             from . import distributed
             args.device = distributed.init(args.device)
         if args.debug or os.environ.get("SCOREGEN_DEBUG", "") not in ("", "0"):
-            return COMMANDS[args.command][1](args)
-        _run_reporting(args)
+            COMMANDS[args.command][1](args)
+        else:
+            _run_reporting(args)
+        done = True
     finally:
         if launched:
-            distributed.shutdown()
+            distributed.shutdown(wait=done)
 
 
 def _run_reporting(args):

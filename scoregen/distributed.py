@@ -107,8 +107,11 @@ def _cpu(value):
     return value
 
 
-def _exchange(value, what: str) -> list:
-    """``all_gather_object`` that turns a broken exchange (a rank killed, a lost connection) into a RankError."""
+def all_gather(value, what: str) -> list:
+    """Every rank's ``value`` (any picklable object), in rank order, on every rank: ``all_gather_object``,
+    with a broken exchange (a rank killed, a lost connection) turned into a RankError naming ``what``."""
+    if world_size() == 1:
+        return [value]
     out = [None] * world_size()
     try:
         dist.all_gather_object(out, value)
@@ -125,7 +128,7 @@ def check_all(error: BaseException | None, what: str):
         if error is not None:
             raise error
         return
-    failures = [(r, msg) for r, msg in enumerate(_exchange(None if error is None else
+    failures = [(r, msg) for r, msg in enumerate(all_gather(None if error is None else
                                                            f"{type(error).__name__}: {error}", what)) if msg]
     if error is not None:
         raise error
@@ -186,7 +189,10 @@ def broken(error: BaseException) -> bool:
     return isinstance(error, dist.DistError)
 
 
-def shutdown():
-    """Leave the process group (at the end of a command under torchrun)."""
+def shutdown(wait: bool = True):
+    """Leave the process group (at the end of a command under torchrun); ``wait``: for every rank first (a
+    rank that tears its connections down while another still sends would abort that one)."""
     if dist.is_available() and dist.is_initialized():
+        if wait and world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()

@@ -1,11 +1,17 @@
 """The training loop: denoising score matching for eps-networks, AdamW, warm-up, clipping, EMA, resume.
 
-One step: draw a batch x0 of the training set, ``loss = loss_fn(x0, generator=)``, AdamW step, EMA update.
-``loss_fn`` is the model's own ``loss(x0, generator=)`` when it has one (the VAE's negative ELBO), else
-``denoising_loss``; likewise sample grids use the model's own ``sample(n, generator=)`` when it has one.
-All randomness (batches, t, eps) comes from one ``torch.Generator`` seeded from ``config.seed`` and the
-rank; its state, the global RNG state (dropout), the weights, the EMA and the optimiser state are in
-every checkpoint, so a resumed run continues bit-exactly.
+One step: the next ``batch_size`` items x0 of a seeded permutation of the training set (a new one each
+epoch), ``loss = loss_fn(x0, generator=)``, AdamW step, EMA update. ``loss_fn`` is the model's own
+``loss(x0, generator=, rows=)`` when it has one (the VAE's negative ELBO), else ``denoising_loss``; likewise
+sample grids use the model's own ``sample(n, generator=)`` when it has one. The noise (t, eps) comes from
+one ``torch.Generator`` seeded ``config.seed``; its state, the global RNG state (dropout), the weights, the
+EMA and the optimiser state are in every checkpoint, so a resumed run continues bit-exactly.
+
+Under torchrun (``scoregen.distributed``) the model is wrapped in DistributedDataParallel and
+``batch_size`` is the global batch: rank r of W computes rows ``[r B/W, (r + 1) B/W)`` of it. Every rank
+draws the same permutation and the noise of the whole batch (the same generator), so W processes take the
+steps one process takes, up to the rounding of the gradient's all-reduce; only dropout masks are drawn per
+rank. Rank 0 alone logs, draws sample grids and writes checkpoints, which any world size can resume.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .checkpoint import TrainConfig, read_checkpoint, save_checkpoint
 from .data import load_dataset
 from .devices import resolve_device
@@ -33,13 +40,48 @@ from .sde import T_MIN, VPSDE
 
 
 def denoising_loss(eps_model, x0: torch.Tensor, *, generator: torch.Generator, sde: VPSDE,
-                   t_min: float = T_MIN) -> torch.Tensor:
+                   t_min: float = T_MIN, rows: slice = slice(None)) -> torch.Tensor:
     """Ho et al. (2020) eq. 14 in continuous time: ``E ||eps_model(alpha_t x0 + sigma_t eps, t) - eps||^2``,
-    t ~ U(t_min, 1), eps ~ N(0, I), averaged over the batch and the dimensions."""
+    t ~ U(t_min, 1), eps ~ N(0, I), averaged over the batch ``x0[rows]`` and the dimensions. t and eps are
+    drawn for all of x0, so that a batch split over processes (``rows``) draws the same noise."""
     t = t_min + (1 - t_min) * torch.rand(x0.shape[0], generator=generator, device=x0.device, dtype=x0.dtype)
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    x_t = sde.perturb(x0, t, eps)
+    t, eps = t[rows], eps[rows]
+    x_t = sde.perturb(x0[rows], t, eps)
     return (eps_model(x_t, t).float() - eps).pow(2).mean()
+
+
+class Objective(torch.nn.Module):
+    """The training loss of ``model`` as a module, which DistributedDataParallel wraps: ``forward(x0,
+    generator, rows)`` is the model's own ``loss`` if it has one (the VAE's), else ``denoising_loss``."""
+
+    def __init__(self, model: torch.nn.Module, sde: VPSDE, t_min: float):
+        super().__init__()
+        self.model, self.sde, self.t_min = model, sde, t_min
+
+    def forward(self, x0: torch.Tensor, generator: torch.Generator, rows: slice) -> torch.Tensor:
+        if hasattr(self.model, "loss"):
+            return self.model.loss(x0, generator, rows=rows)
+        return denoising_loss(self.model, x0, generator=generator, sde=self.sde, t_min=self.t_min, rows=rows)
+
+
+class Batches:
+    """The global batches: epoch e is a permutation of the ``n`` training items seeded ``chunk_seed(seed, e)``
+    (computed once per epoch, on ``device``), cut into ``n // batch_size`` batches; the tail is dropped."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, device: torch.device):
+        if batch_size > n:
+            raise ValueError(f"batch_size must be at most the {n} training items; got {batch_size}")
+        self.n, self.batch_size, self.seed, self.device = n, batch_size, seed, device
+        self.per_epoch, self.epoch, self.perm = n // batch_size, None, None
+
+    def __call__(self, step: int) -> torch.Tensor:
+        """The training-set indices of the batch of step ``step`` (0-based)."""
+        epoch, b = divmod(step, self.per_epoch)
+        if epoch != self.epoch:
+            g = torch.Generator().manual_seed(distributed.chunk_seed(self.seed, epoch))
+            self.epoch, self.perm = epoch, torch.randperm(self.n, generator=g).to(self.device)
+        return self.perm[b * self.batch_size:(b + 1) * self.batch_size]
 
 
 @dataclass
@@ -69,14 +111,6 @@ def model_config_for(model: dict, dataset: str, shape: tuple[int, ...]) -> dict:
     if model.get("arch") == "mlp":
         return {"dim": shape[0], **model}
     return {**model, "preset": dataset} if set(model) == {"arch"} else dict(model)
-
-
-def _rank_and_world(rank, world_size) -> tuple[int, int]:
-    dist = torch.distributed
-    initialised = dist.is_available() and dist.is_initialized()
-    rank = rank if rank is not None else dist.get_rank() if initialised else 0
-    world_size = world_size if world_size is not None else dist.get_world_size() if initialised else 1
-    return rank, world_size
 
 
 def _check_resumable(saved: dict, config: TrainConfig):
@@ -145,9 +179,24 @@ def _sigint_at_step_end():
         signal.signal(signal.SIGINT, previous)
 
 
+def _rng_state(device: torch.device) -> dict:
+    """The global RNG states that dropout draws from: the CPU's, and the CUDA device's when on one."""
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device):
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 @dataclass
 class _State:
-    """What a training checkpoint holds besides the config: step, weights, EMA, optimiser, RNG states."""
+    """What a training checkpoint holds besides the config: step, weights, EMA, optimiser, RNG states
+    (``rng["ranks"]``: every rank's dropout RNG, in a distributed run)."""
     model: torch.nn.Module
     ema: torch.nn.Module
     opt: torch.optim.Optimizer
@@ -155,41 +204,67 @@ class _State:
     step: int = 0
 
     def state_dict(self) -> dict:
-        rng = {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
-        if self.generator.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.generator.device)
-        return {"step": self.step, "model": self.model.state_dict(), "ema": self.ema.state_dict(),
-                "optimizer": self.opt.state_dict(), "rng": rng}
+        """Collective in a distributed run (every rank's RNG state is gathered): call it on every rank."""
+        own = _rng_state(self.generator.device)
+        rng = {"generator": self.generator.get_state(), **own}
+        if distributed.world_size() > 1:
+            rng["ranks"] = distributed.all_gather(own, "the RNG states of a checkpoint")
+        return {"step": self.step, "world_size": distributed.world_size(), "model": self.model.state_dict(),
+                "ema": self.ema.state_dict(), "optimizer": self.opt.state_dict(), "rng": rng}
 
-    def load_state_dict(self, saved: dict):
+    def load_state_dict(self, saved: dict, seed: int):
+        """Restore ``saved``; a checkpoint of another world size reseeds each rank's dropout RNG from
+        ``(seed, world size, rank, step)`` (the rest of the state does not depend on the world size)."""
         self.step = saved["step"]
         self.model.load_state_dict(saved["model"])
         self.ema.load_state_dict(saved["ema"])
         self.opt.load_state_dict(saved["optimizer"])
         self.generator.set_state(saved["rng"]["generator"])
-        torch.set_rng_state(saved["rng"]["torch"])
-        if self.generator.device.type == "cuda" and "cuda" in saved["rng"]:
-            torch.cuda.set_rng_state(saved["rng"]["cuda"], self.generator.device)
+        rank, world = distributed.rank(), distributed.world_size()
+        ranks = saved["rng"].get("ranks", [saved["rng"]])
+        if len(ranks) == world:
+            _set_rng_state(ranks[rank], self.generator.device)
+        else:
+            torch.manual_seed(distributed.chunk_seed(seed * world + rank, self.step))
 
 
-def train(config: TrainConfig, *, resume: bool = False, rank: int | None = None, world_size: int | None = None,
-          progress: bool = True) -> TrainResult:
+def _agree(loss_sum: torch.Tensor, first_bad: torch.Tensor, stop: bool) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """At a logging step of a distributed run: the mean loss sum over the ranks, the first non-finite step
+    of any rank and whether any rank was interrupted (one all-reduce each; each rank's own values alone)."""
+    if distributed.world_size() == 1:
+        return loss_sum, first_bad, stop
+    dist, never = torch.distributed, torch.iinfo(torch.long).max
+    loss_sum, bad = loss_sum.clone(), torch.where(first_bad < 0, never, first_bad)
+    flag = torch.tensor(int(stop), device=first_bad.device)
+    dist.all_reduce(loss_sum)
+    dist.all_reduce(bad, op=dist.ReduceOp.MIN)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return loss_sum / distributed.world_size(), torch.where(bad == never, -1, bad), bool(flag)
+
+
+def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train ``config``'s model on its data set; checkpoints, samples, ``log.jsonl`` and ``config.json``
-    go to ``config.out`` (rank 0 only). ``resume`` continues from ``config.out/ckpt.pt``.
+    go to ``config.out`` (rank 0 only). ``resume`` continues from ``config.out/ckpt.pt``, at any world size.
 
-    ``rank`` / ``world_size`` default to torch.distributed's when it is initialised, else 0 / 1. The
-    initial weights are drawn after ``torch.manual_seed(seed)``; the generator and the global RNG
-    (dropout) are then seeded with ``seed * world_size + rank``. Raises FloatingPointError naming the step
-    when the loss or gradient stops being finite; the last checkpoint written before is left intact.
-    Ctrl-C (SIGINT, main thread) finishes the step, saves a checkpoint and raises ``Interrupted``.
+    Under torch.distributed (initialised, e.g. by ``distributed.init`` under torchrun) this is one of W
+    data-parallel processes of one run (module docstring); the config records W (``world_size``). The
+    initial weights are drawn after ``torch.manual_seed(seed)``; the noise generator is seeded ``seed``,
+    and dropout's global RNG ``seed * W + rank``. Raises FloatingPointError naming the step when the loss
+    or gradient stops being finite; the last checkpoint written before is left intact. Ctrl-C (SIGINT,
+    main thread) finishes the step (in a distributed run: the step of the next log line), saves a
+    checkpoint and raises ``Interrupted``.
     """
     from tqdm.auto import tqdm
 
-    rank, world_size = _rank_and_world(rank, world_size)
+    rank, world_size = distributed.rank(), distributed.world_size()
     out, device, writer = Path(config.out), resolve_device(config.device), rank == 0
+    if config.batch_size % world_size:
+        raise ValueError(f"batch_size is the global batch, split over the {world_size} processes: it must be a "
+                         f"multiple of {world_size}; got {config.batch_size}")
     ckpt_path, log_path = out / "ckpt.pt", out / "log.jsonl"
     data = load_dataset(config.dataset, **config.dataset_options)
-    config = dataclasses.replace(config, model=model_config_for(config.model, config.dataset, data.shape))
+    config = dataclasses.replace(config, model=model_config_for(config.model, config.dataset, data.shape),
+                                 world_size=world_size)
     if resume:
         saved = read_checkpoint(ckpt_path)
         _check_resumable(saved["config"], config)
@@ -200,15 +275,21 @@ def train(config: TrainConfig, *, resume: bool = False, rank: int | None = None,
         raise FileExistsError(f"{ckpt_path} exists: pass resume=True (--resume) or choose another out dir")
 
     x_train, sde = data.train.to(device), VPSDE(**config.sde)
+    batches = Batches(x_train.shape[0], config.batch_size, config.seed, device)
+    local = config.batch_size // world_size
+    rows = slice(rank * local, (rank + 1) * local)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config.model).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    state = _State(model, ema, opt, torch.Generator(device).manual_seed(config.seed * world_size + rank))
+    state = _State(model, ema, opt, torch.Generator(device).manual_seed(config.seed))
     torch.manual_seed(config.seed * world_size + rank)  # dropout
     if resume:
-        state.load_state_dict(saved)
-    loss_fn = getattr(model, "loss", None) or partial(denoising_loss, model, sde=sde, t_min=config.t_min)
+        state.load_state_dict(saved, config.seed)
+    objective = Objective(model, sde, config.t_min)
+    if world_size > 1:
+        objective = torch.nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None)
     if writer:
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "config.json", (json.dumps(config.to_dict(), indent=2) + "\n").encode())
@@ -224,9 +305,8 @@ def train(config: TrainConfig, *, resume: bool = False, rank: int | None = None,
         while state.step < config.steps:
             for group in opt.param_groups:
                 group["lr"] = config.lr * min(1.0, (state.step + 1) / max(config.warmup, 1))
-            idx = torch.randint(x_train.shape[0], (config.batch_size,), generator=state.generator, device=device)
             with autocast:
-                batch_loss = loss_fn(x_train[idx], generator=state.generator)
+                batch_loss = objective(x_train[batches(state.step)], state.generator, rows)
             opt.zero_grad(set_to_none=True)
             batch_loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
@@ -239,9 +319,16 @@ def train(config: TrainConfig, *, resume: bool = False, rank: int | None = None,
             first_bad = torch.where(~finite & (first_bad < 0), step, first_bad)
             loss_sum += batch_loss.detach()
             n_sum += 1
-            interrupted = stop["set"]
-            do_ckpt = last or interrupted or (config.ckpt_every and step % config.ckpt_every == 0)
-            if not (do_ckpt or step % config.log_every == 0):
+            ckpt_step = last or (config.ckpt_every and step % config.ckpt_every == 0)
+            synced = ckpt_step or step % config.log_every == 0
+            if world_size == 1:
+                interrupted = stop["set"]
+            elif synced:
+                loss_sum, first_bad, interrupted = _agree(loss_sum, first_bad, stop["set"])
+            else:
+                interrupted = False
+            do_ckpt = ckpt_step or interrupted
+            if not (do_ckpt or synced):
                 continue
             if first_bad >= 0:
                 bar.close()
@@ -252,12 +339,13 @@ def train(config: TrainConfig, *, resume: bool = False, rank: int | None = None,
             loss_sum.zero_()
             n_sum, step_last = 0, step
             bar.set_postfix(loss=f"{loss:.4f}")
+            checkpoint = {"config": config.to_dict(), **state.state_dict()} if do_ckpt else None
             if writer:
                 with open(log_path, "a") as f:
                     f.write(json.dumps({"step": step, "loss": loss, "lr": opt.param_groups[0]["lr"],
                                         "grad_norm": float(grad_norm), "steps_per_s": rate}) + "\n")
                 if do_ckpt:
-                    save_checkpoint({"config": config.to_dict(), **state.state_dict()}, ckpt_path)
+                    save_checkpoint(checkpoint, ckpt_path)
                 if config.sample_every and (step % config.sample_every == 0 or last):
                     save_samples(ema, sde, data.shape, out / f"samples_{step:07d}.png", seed=config.seed)
             if interrupted and not last:

@@ -123,3 +123,56 @@ def test_a_failing_rank_stops_the_run_with_a_message_and_no_file(tmp_path, mode)
         assert "a process of the run stopped" in r0.stderr and "nothing was written" in r0.stderr
         assert r1.returncode == -9
     assert "Traceback" not in r0.stderr
+
+
+def train_config(out, **kw) -> TrainConfig:
+    """An MLP on a 2-D Gaussian without dropout (which draws per rank), 20 steps of global batch 64."""
+    base = dict(dataset="gmm", dataset_options={"mixture": "gauss2d", "n_train": 2048, "n_test": 16},
+                model={"arch": "mlp", "hidden": 32, "depth": 2}, steps=20, batch_size=64, lr=1e-2, warmup=3,
+                ema_decay=0.9, sample_every=0, ckpt_every=10, log_every=5, out=str(out))
+    return TrainConfig(**{**base, **kw})
+
+
+def train_ranks(cfg: TrainConfig, world: int, cwd, *extra: str):
+    path = Path(cwd) / "config.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    return scoregen(["train", "--config", str(path), "--no-progress", "--device", "cpu", *extra], world, cwd)
+
+
+def max_difference(a: dict, b: dict) -> float:
+    """The largest difference of the weights, the EMA and Adam's moments of two training checkpoints."""
+    pairs = [(a[k][n], b[k][n]) for k in ("model", "ema") for n in a[k]]
+    pairs += [(a["optimizer"]["state"][i][n], b["optimizer"]["state"][i][n]) for i in a["optimizer"]["state"]
+              for n in ("exp_avg", "exp_avg_sq")]
+    return max((x - y).abs().max().item() for x, y in pairs)
+
+
+def test_ddp_training_equals_one_process_and_resumes_at_any_world_size(tmp_path):
+    """20 steps of global batch 64 on 2 gloo processes (32 rows each) equal 20 single-process steps of batch 64
+    to 1e-5; a 2-process run stopped at step 10 and resumed on 2 processes equals the straight one bit for bit,
+    and resumed on 1 process, to 1e-5. The checkpoint records the world size and the global batch."""
+    train(train_config(tmp_path / "one"), progress=False)
+    train_ranks(train_config(tmp_path / "two"), 2, tmp_path)
+    one, two = read_checkpoint(tmp_path / "one" / "ckpt.pt"), read_checkpoint(tmp_path / "two" / "ckpt.pt")
+    assert one["step"] == two["step"] == 20 and max_difference(one, two) < 1e-5
+    assert two["config"]["world_size"] == 2 and two["config"]["batch_size"] == 64 and two["world_size"] == 2
+    assert one["config"]["world_size"] == 1 and 0 < max_difference(one, two)  # the all-reduce rounds differently
+
+    train_ranks(train_config(tmp_path / "half", steps=10), 2, tmp_path)
+    for world in (2, 1):
+        (tmp_path / f"resumed{world}").mkdir()
+        (tmp_path / f"resumed{world}" / "ckpt.pt").write_bytes((tmp_path / "half" / "ckpt.pt").read_bytes())
+        train_ranks(train_config(tmp_path / f"resumed{world}", steps=10), world, tmp_path, "--resume", "--steps", "20")
+    resumed2, resumed1 = (read_checkpoint(tmp_path / f"resumed{w}" / "ckpt.pt") for w in (2, 1))
+    assert max_difference(resumed2, two) == 0 and resumed2["step"] == 20
+    assert max_difference(resumed1, two) < 1e-5 and resumed1["config"]["world_size"] == 1
+    logged = [json.loads(line)["step"] for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
+    assert logged == [5, 10, 15, 20]
+
+
+def test_ddp_refuses_a_global_batch_that_does_not_split(tmp_path):
+    r0, r1 = launch(["-m", "scoregen", "train", "--dataset", "gmm", "--batch-size", "63", "--steps", "2",
+                     "--device", "cpu", "--out", str(tmp_path / "run")], 2, tmp_path)
+    assert r0.returncode == 2 and "batch_size is the global batch, split over the 2 processes: it must be a " \
+                                  "multiple of 2; got 63" in r0.stderr
+    assert not (tmp_path / "run").exists()

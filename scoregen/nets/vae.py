@@ -118,17 +118,21 @@ class VAE(nn.Module):
             logp = discretized_gaussian_log_prob(x, mean, log_scale, self.levels)
         return logp.flatten(1).sum(1)
 
-    def _terms(self, x: torch.Tensor, generator: torch.Generator | None):
-        """One reparameterised draw z ~ q(z | x): ``log p(x | z)`` and the analytic ``KL(q || N(0, I))``, [n] each."""
+    def _noise(self, n: int, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return torch.randn((n, self.z_dim), generator=generator, device=like.device, dtype=like.dtype)
+
+    def _terms(self, x: torch.Tensor, eps: torch.Tensor):
+        """The reparameterised draw z = mu + sigma eps of q(z | x): ``log p(x | z)`` and the analytic
+        ``KL(q || N(0, I))``, [n] each."""
         mu, log_var = self.encode(x)
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + torch.exp(0.5 * log_var) * eps
         kl = 0.5 * (mu ** 2 + log_var.exp() - 1 - log_var).sum(1)
         return self.log_px_given_z(x, self.decode(z)), kl
 
-    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Training loss, nats per sample averaged over the batch: ``-log p(x | z) + kl_weight * KL``."""
-        log_px_z, kl = self._terms(x, generator)
+    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None, rows: slice = slice(None)) -> torch.Tensor:
+        """Training loss, nats per sample averaged over ``x[rows]``: ``-log p(x | z) + kl_weight * KL``. The
+        noise is drawn for all of x, so that a batch split over processes (``rows``) draws the same noise."""
+        log_px_z, kl = self._terms(x[rows], self._noise(x.shape[0], x, generator)[rows])
         return (self.kl_weight * kl - log_px_z).mean()
 
     def elbo(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -137,7 +141,7 @@ class VAE(nn.Module):
         A lower bound on ``log P(x)`` (discrete, for ``levels``) or ``log p(x)`` (continuous) in expectation.
         """
         self._check_data(x)
-        log_px_z, kl = self._terms(x, generator)
+        log_px_z, kl = self._terms(x, self._noise(x.shape[0], x, generator))
         return log_px_z - kl
 
     def iwae(self, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
