@@ -67,7 +67,7 @@ def _add_train(sub):
     p.add_argument("--preset", help="model preset, e.g. digits, cifar32, small32, toy")
     p.add_argument("--schedule", choices=("linear", "cosine"), help="noise schedule (default: linear)")
     for flag, type_, help_ in [("--steps", _count(1), "total optimiser steps"),
-                               ("--batch-size", _count(1), "batch size"),
+                               ("--batch-size", _count(1), "global batch size (split over torchrun's processes)"),
                                ("--lr", float, "peak AdamW learning rate"),
                                ("--warmup", _count(0), "linear warm-up steps"),
                                ("--ema-decay", float, "EMA decay"),
@@ -160,9 +160,9 @@ def _add_sample(sub):
 
 
 def _add_chunk(p):
-    p.add_argument("--batch-size", type=_count(1), default=250,
+    p.add_argument("--batch-size", type=_count(1), default=500,
                    help="samples per sampler call, each call seeded from --seed and its index, so that the samples "
-                        "are the same under torchrun for any number of processes (default: 250)")
+                        "are the same under torchrun for any number of processes (default: 500)")
 
 
 def _add_dtype(p):
@@ -391,7 +391,8 @@ def _add_compare(sub):
                    help="time grid of every sampler: a name (uniform, quadratic, log_snr, karras) or a grid file "
                         "(JSON, e.g. from `scoregen tune-grid`; it fixes the steps) (default: uniform)")
     p.add_argument("--grid-nfe", type=float, default=100, help="NFE of the sample pictures (default: 100)")
-    p.add_argument("--batch-size", type=int, help="samples per sampler call (default: all n)")
+    p.add_argument("--batch-size", type=int, help="samples per sampler call, each seeded from --seed and its index: "
+                                                  "the unit that torchrun's processes share (default: 500)")
     p.add_argument("--cache-dir", type=Path, help="model cache (default: ~/.cache/scoregen)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is fastest on a busy machine)")
     p.add_argument("--inception-path", type=Path, help="Inception weights on disk (TorchScript inception-2015-12-05.pt "
@@ -433,7 +434,9 @@ def _run_compare(args):
                                dataset_options=dataset_options(args), grid=args.grid, grid_nfe=args.grid_nfe,
                                batch_size=args.batch_size, cache_dir=args.cache_dir, threads=args.threads,
                                inception_path=args.inception_path, progress=not args.no_progress)
-    print(markdown_table(compare(settings)), end="")
+    rows = compare(settings)
+    if rows is not None:  # None: a rank other than 0 of a torchrun
+        print(markdown_table(rows), end="")
 
 
 COMMANDS = {"train": (_add_train, _run_train), "export": (_add_export, _run_export),

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from . import outputs
+from . import distributed, outputs
 from .data import dataset_source, load_dataset
 from .devices import resolve_device
 from .features import FeatureNet, InceptionFeatures, default_cache_dir
@@ -247,52 +247,54 @@ def _draw(row: _Row, loaded: LoadedModel, size: int, shape, generator) -> tuple:
     return res.x, res.nfe, dict(resolved, grid=sweep.grid or resolved["grid"])
 
 
-def _reference(loaded: LoadedModel, n: int, batch_size: int, shape, device: torch.device, seed: int) -> tuple:
-    """``(x, nfe, wall)``: the PF-ODE's map (``pf_ode_solution``) of the prior draws every row starts from (the
-    first draw of each batch from the row's generator, seeded ``seed``)."""
-    g = torch.Generator(device).manual_seed(seed)
+def _reference(loaded: LoadedModel, n: int, chunk: int, shape, device: torch.device, seed: int) -> tuple:
+    """``(x, nfe, wall)`` on rank 0 (None elsewhere): the PF-ODE's map (``pf_ode_solution``) of the prior draws
+    every row starts from (the first draw of each chunk from the row's generator of that chunk)."""
     dtype = next(loaded.model.parameters()).dtype
-    xs, nfe, start = [], 0, time.perf_counter()
-    for i in range(0, n, batch_size):
-        x1 = loaded.sde.prior_sample((min(batch_size, n - i), *shape), generator=g, device=device, dtype=dtype)
+
+    def solve(start, size, g):
+        x1 = loaded.sde.prior_sample((size, *shape), generator=g, device=device, dtype=dtype)
         res = pf_ode_solution(loaded.model, loaded.sde, x1, t_min=loaded.info.t_min)
-        xs.append(res.x)
-        nfe = max(nfe, res.nfe)
-    return torch.cat(xs), nfe, time.perf_counter() - start
+        return res.x, res.nfe
+
+    begin = time.perf_counter()
+    parts = distributed.map_chunks(solve, n, chunk, seed=seed, device=device, what="the PF-ODE reference")
+    if parts is None:
+        return None
+    return torch.cat([x for x, _ in parts]), max(nfe for _, nfe in parts), time.perf_counter() - begin
 
 
 def _sample_rows(rows: list[_Row], models: dict, data, n: int, device: torch.device, seed: int,
-                 batch_size: int, evaluate, progress: bool) -> tuple[dict, dict | None]:
-    """Fill each row's fields; return ``{label: samples}`` kept for the grid pictures (the first 64 images
-    or 2000 points of every row) and what the PF-ODE reference of ``ode_err`` cost (None without one)."""
+                 chunk: int, evaluate, progress: bool) -> tuple[dict, dict | None]:
+    """Fill each row's fields (on rank 0; ``distributed.map_chunks`` shares the chunks of ``chunk`` samples
+    among the ranks); return ``{id(row): samples}`` kept for the grid pictures (the first 64 images or 2000
+    points of every row) and what the PF-ODE reference of ``ode_err`` cost (None without one)."""
     from tqdm.auto import tqdm
 
-    kept, reference = {}, None
+    kept, reference, ref = {}, None, None
     if any(row.deterministic for row in rows):
-        ref, ref_nfe, ref_wall = _reference(models["eps"], n, batch_size, data.shape, device, seed)
-        reference = dict(method="ode", solver="dopri5", tol=TOL, nfe=ref_nfe, wall_s=ref_wall)
-    for row in tqdm(rows, desc="compare", disable=not progress, dynamic_ncols=True):
+        solved = _reference(models["eps"], n, chunk, data.shape, device, seed)
+        if solved is not None:
+            ref, ref_nfe, ref_wall = solved
+            reference = dict(method="ode", solver="dopri5", tol=TOL, nfe=ref_nfe, wall_s=ref_wall)
+    for row in tqdm(rows, desc="compare", disable=not (progress and distributed.is_main()), dynamic_ncols=True):
         sweep = row.sweep
-        g = torch.Generator(device).manual_seed(seed)
-        xs, nfes = [], []
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        for i in range(0, n, batch_size):
-            x, nfe, resolved = _draw(row, models[sweep.kind], min(batch_size, n - i), data.shape, g)
-            xs.append(x)
-            nfes.append(nfe)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        wall = time.perf_counter() - start
-        x = torch.cat(xs)
+        parts = distributed.map_chunks(lambda _, size, g: _draw(row, models[sweep.kind], size, data.shape, g), n,
+                                       chunk, seed=seed, device=device, what=f"the samples of {row.label}")
+        wall = time.perf_counter() - start  # the parts are on the CPU: every chunk has finished
+        if parts is None:
+            continue
+        x, nfes, resolved = torch.cat([p[0] for p in parts]), [p[1] for p in parts], parts[0][2]
         err = {"ode_err": ode_err(x, ref)} if row.deterministic else {}
         x, clipped = _clip(x, data)
         row.fields = dict(sampler=row.label, method=sweep.method, options=resolved,
                           steps=None if sweep.adaptive else int(row.value), tol=row.value if sweep.adaptive else None,
                           nfe=sum(nfes) / len(nfes) if sweep.adaptive else nfes[0], n=n, **evaluate(x), **err,
                           **clipped, wall_s=wall, device=str(device))
-        kept[id(row)] = x[:64 if data.is_image else 2000].cpu()
+        kept[id(row)] = x[:64 if data.is_image else 2000]
     return kept, reference
 
 
@@ -320,7 +322,9 @@ class CompareSettings:
             which fixes every fixed-step sampler's step count (samplers that stop at t_min > 0 get its last
             time 0 replaced by the model's t_min); rows with ``Sweep.grid`` "tuned" run on the model's
             tuned grid. grid_nfe: each sampler's sample picture shows its row with the NFE closest to this;
-            batch_size: samples drawn per sampler call.
+            batch_size: samples drawn per sampler call (default ``distributed.CHUNK``): the chunks, each seeded
+            from ``seed`` and its index, that the processes of a torchrun share (the same samples at any world
+            size).
         cache_dir: where trained models and feature networks are cached (default ``~/.cache/scoregen``).
         threads: torch's CPU threads during the run (default: unchanged); on a busy machine 1 is fastest.
         inception_path: Inception weights on disk (``features.InceptionFeatures``): image rows are then
@@ -354,7 +358,9 @@ def compare(settings: CompareSettings) -> list[dict]:
     """Sweep samplers over step counts (``settings``) and write the table, plot and sample grids.
 
     Returns the rows (dicts; see ``compare.csv``), the data floor first. Everything is validated
-    before any model is trained, any sample drawn or any file written.
+    before any model is trained, any sample drawn or any file written. Under torchrun every rank runs
+    it: the ranks share each row's chunks (and the training of a missing model), rank 0 alone measures,
+    writes and returns the rows, the others return None.
     """
     s = settings
     if not isinstance(s, CompareSettings):
@@ -393,38 +399,43 @@ def compare(settings: CompareSettings) -> list[dict]:
     cache_dir = Path(s.cache_dir) if s.cache_dir is not None else default_cache_dir().parent
     if s.inception_path is not None and not is_image:
         raise ValueError(f"inception_path scores images; {data.name} samples have shape {data.shape}")
-    inception = None if s.inception_path is None else InceptionFeatures(s.inception_path, device=device)
+    main, progress = distributed.is_main(), s.progress and distributed.is_main()
+    inception = None if s.inception_path is None or not main else InceptionFeatures(s.inception_path, device=device)
 
     with _num_threads(s.threads):
         start = time.perf_counter()
-        # the eps-network first: a checkpoint that does not fit fails before any VAE is trained
+        # the eps-network first: a checkpoint that does not fit fails before any VAE is trained (by every rank)
         models = {kind: model_for(kind, data, dataset, dataset_options, names=CHECKPOINTS, device=device,
                                   checkpoint=given if kind == "eps" else s.vae_checkpoint,
-                                  cache_dir=cache_dir, progress=s.progress) for kind in kinds}
+                                  cache_dir=cache_dir, progress=progress) for kind in kinds}
         models["eps"] = with_dtype(models["eps"], s.dtype)
-        extractor = None if not is_image else inception.with_reference(data) if inception is not None else \
+        extractor = None if not (is_image and main) else inception.with_reference(data) if inception else \
             FeatureNet.for_dataset(data, cache_dir=cache_dir / "features", device=device)
         if extractor is not None:
             print(_features_note(extractor.info, data.name), file=sys.stderr)
-        for row in rows:
-            if row.sweep.kind == "eps":
-                row.grid = _row_grid(row, grid, models["eps"], cache_dir, s.progress)
-        evaluate = _evaluator(data, extractor, n, s.seed)
-        kept, reference = _sample_rows(rows, models, data, n, device, s.seed, s.batch_size or n, evaluate,
-                                       s.progress)
+        with distributed.main_first():  # rank 0 tunes the grids into the cache, the others read them
+            for row in rows:
+                if row.sweep.kind == "eps":
+                    row.grid = _row_grid(row, grid, models["eps"], cache_dir, progress)
+        evaluate = _evaluator(data, extractor, n, s.seed) if main else None
+        kept, reference = _sample_rows(rows, models, data, n, device, s.seed, s.batch_size or distributed.CHUNK,
+                                       evaluate, progress)
+        if not main:
+            return None
         source = "oracle draws" if data.oracle is not None else "training items"
         floor_row = dict(sampler=FLOOR, method=None, options={"source": source}, steps=None, tol=None, nfe=None,
                          n=n, **floor(evaluate, data, n, generator=torch.Generator().manual_seed(s.seed + 2)),
                          wall_s=None, device=str(device))
         table = [floor_row] + [r.fields for r in rows]
         summary = dict(dataset=data.name, dataset_options=dataset_options, n=n, seed=s.seed, device=str(device),
+                       world_size=distributed.world_size(), chunk=s.batch_size or distributed.CHUNK,
                        grid=grid if isinstance(grid, str) else grid.tolist(), ode_reference=reference,
                        checkpoint=models["eps"].info.path, model=_model_facts(models["eps"].info),
                        dtype=s.dtype or "fp32",
                        vae_checkpoint=models["vae"].info.path if "vae" in models else None,
                        feature_net=None if extractor is None else extractor.info,
                        wall_s_total=time.perf_counter() - start, rows=table)
-        _write_outputs(out, summary, rows, kept, s.grid_nfe, s.progress)
+        _write_outputs(out, summary, rows, kept, s.grid_nfe, progress)
     return table
 
 

@@ -17,13 +17,14 @@ says so. Rank 0 alone writes results, and only after the exchange, so a failed r
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-CHUNK = 250  # samples per chunk (per sampler call) unless a command is given its --batch-size
+CHUNK = 500  # samples per chunk (per sampler call) unless a command is given its --batch-size
 
 
 class RankError(RuntimeError):
@@ -143,7 +144,11 @@ def map_chunks(fn, n: int, chunk: int, *, seed: int, device, what: str = "sample
     in chunk order, on rank 0, and None on the other ranks. ``what`` names the work in error messages."""
     from tqdm.auto import tqdm
 
-    parts, mine, error = {}, chunks(n, chunk)[rank()::world_size()], None
+    every = chunks(n, chunk)
+    if is_main() and len(every) < world_size():
+        warnings.warn(f"{n} {what} in chunks of {chunk} are {len(every)} chunks for {world_size()} processes: "
+                      f"{world_size() - len(every)} will wait; give a smaller chunk (--batch-size)", stacklevel=2)
+    parts, mine, error = {}, every[rank()::world_size()], None
     try:
         for i, (start, size) in enumerate(tqdm(mine, desc=what, leave=False, disable=not (progress and is_main()))):
             k = rank() + i * world_size()

@@ -354,4 +354,5 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                                                                    if writer else ""))
             t_last = time.perf_counter()  # steps/s counts training steps only
         bar.close()
+    distributed.barrier()  # the last checkpoint is on disk before any rank goes on (and reads it)
     return TrainResult(model, ema, state.step, loss)

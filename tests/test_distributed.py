@@ -176,3 +176,21 @@ def test_ddp_refuses_a_global_batch_that_does_not_split(tmp_path):
     assert r0.returncode == 2 and "batch_size is the global batch, split over the 2 processes: it must be a " \
                                   "multiple of 2; got 63" in r0.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_compare_on_two_processes_measures_the_same_samples(tmp_path):
+    """``scoregen compare`` on 2 processes (4 chunks of 100 per row, a tuned-grid row tuned by rank 0 alone): the
+    same table as one process, every metric equal, and only rank 0 writes and prints."""
+    train(train_config(tmp_path / "model", steps=30), progress=False)
+    argv = ["compare", "--dataset", "gmm", "--dataset-option", "mixture=gauss2d", "--quick", "--samplers",
+            "ddim,sde,dpmpp-tuned", "--batch-size", "100", "--model", str(tmp_path / "model" / "ckpt.pt"),
+            "--device", "cpu", "--no-progress"]
+    main([*argv, "--out", str(tmp_path / "one"), "--cache-dir", str(tmp_path / "cache1")])
+    r0, r1 = scoregen([*argv, "--out", str(tmp_path / "two"), "--cache-dir", str(tmp_path / "cache2")], 2, tmp_path)
+    one, two = (json.loads((tmp_path / d / "compare.json").read_text()) for d in ("one", "two"))
+    assert one["world_size"] == 1 and two["world_size"] == 2 and two["chunk"] == 100
+    assert len(one["rows"]) == len(two["rows"]) == 5  # the data floor, ddim at 10 and 100, sde, dpmpp-tuned
+    for a, b in zip(one["rows"], two["rows"]):
+        assert {k: v for k, v in a.items() if k != "wall_s"} == {k: v for k, v in b.items() if k != "wall_s"}
+    assert "| ddim |" in r0.stdout and r1.stdout == "" and "wrote" not in r1.stderr
+    assert len(list((tmp_path / "cache2" / "grids").iterdir())) == 1
