@@ -329,7 +329,9 @@ def _add_likelihood(sub):
     p.add_argument("--bound-steps", type=_count(2), default=1000, help="K of the DDPM bound (default: 1000)")
     p.add_argument("--sample-steps", type=_count(1), help="importance-sample this many of the K steps (default: all)")
     p.add_argument("--iwae-k", type=_count(1), default=100, help="samples of the IWAE bound (default: 100)")
-    p.add_argument("--batch-size", type=_count(1), default=512, help="points per solve or model call (default: 512)")
+    p.add_argument("--batch-size", type=_count(1), default=512,
+                   help="points per solve or model call, each chunk of them seeded from --seed and its index: the "
+                        "unit that torchrun's processes share (default: 512)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--out", type=Path, help="write the rows as JSON here")
@@ -339,10 +341,9 @@ def _add_likelihood(sub):
 def _run_likelihood(args):
     if not (args.ckpt or args.vae_ckpt):
         raise ValueError("give --ckpt and/or --vae-ckpt")
-    import torch
-
+    from . import distributed
     from .data import load_dataset
-    from .likelihood import likelihood_table, markdown_table
+    from .likelihood import likelihood_points, likelihood_rows, markdown_table
     from .models import load_checked
     from .outputs import check_writable, write_atomic
 
@@ -354,11 +355,17 @@ def _run_likelihood(args):
     vae = load_checked(args.vae_ckpt, "vae", device=args.device, names=names).model if args.vae_ckpt else None
     diffusion = {} if eps is None else dict(eps_model=eps.model, sde=eps.sde,
                                             t_min=eps.info.t_min if args.t_min is None else args.t_min)
-    device = next((eps.model if eps else vae).parameters()).device
-    rows = likelihood_table(data.test[:args.n], levels=data.levels, vae=vae, divergence=args.divergence,
-                            probes=args.probes, bound_steps=args.bound_steps, sample_steps=args.sample_steps,
-                            iwae_k=args.iwae_k, batch_size=args.batch_size,
-                            generator=torch.Generator(device).manual_seed(args.seed), **diffusion)
+    device, x = next((eps.model if eps else vae).parameters()).device, data.test[:args.n]
+    parts = distributed.map_chunks(
+        lambda start, size, g: likelihood_points(x[start:start + size], levels=data.levels, vae=vae,
+                                                 divergence=args.divergence, probes=args.probes,
+                                                 bound_steps=args.bound_steps, sample_steps=args.sample_steps,
+                                                 iwae_k=args.iwae_k, batch_size=args.batch_size, generator=g,
+                                                 **diffusion),
+        x.shape[0], args.batch_size, seed=args.seed, device=device, what="likelihoods")
+    if parts is None:  # a rank other than 0 of a torchrun
+        return
+    rows = likelihood_rows(parts)
     print(markdown_table(rows), end="")
     if args.out:
         write_atomic(args.out, json.dumps(rows, indent=1).encode())

@@ -321,20 +321,7 @@ def ddpm_bound(eps_model, sde: VPSDE, x: torch.Tensor, *, levels: int | None = N
 
 
 # --- one table for every model -------------------------------------------------------------------
-def _row(model: str, quantity: str, kind: str, bpd: torch.Tensor, nfe: float, seconds: float,
-         se_probes: float | None = None) -> dict:
-    """A table row: mean bits/dim over the points and its standard error over them."""
-    bpd = bpd.double().cpu()
-    return {"model": model, "quantity": quantity, "kind": kind, "bpd": bpd.mean().item(),
-            "se": (bpd.std() / math.sqrt(bpd.numel())).item() if bpd.numel() > 1 else math.nan,
-            "se_probes": se_probes, "nfe": nfe, "seconds": seconds, "n": bpd.numel()}
-
-
-def likelihood_table(x: torch.Tensor, *, levels: int | None = None, eps_model=None, sde: VPSDE | None = None,
-                     vae=None, divergence: str = "hutchinson", probes: int = 1, t_min: float = T_MIN,
-                     rtol: float = 1e-5, atol: float = 1e-5, bound_steps: int = 1000, sample_steps: int | None = None,
-                     iwae_k: int = 100, batch_size: int = 512, generator: torch.Generator | None = None,
-                     device=None) -> list[dict]:
+def likelihood_table(x: torch.Tensor, **kwargs) -> list[dict]:
     """Bits/dim of held-out data ``x`` under every model given, one convention (module docstring):
 
     - ``eps_model`` and ``sde``: the PF-ODE likelihood of dequantised x (a bound on the discrete
@@ -343,14 +330,26 @@ def likelihood_table(x: torch.Tensor, *, levels: int | None = None, eps_model=No
     - ``vae`` (``scoregen.nets.vae.VAE``): its ELBO and IWAE-``iwae_k`` bounds, of dequantised x when
       its decoder is continuous and the data are quantised.
 
-    Returns rows ``{model, quantity, kind ("exact" | "bound"), bpd (mean over points), se (its standard
-    error over the points), se_probes (over Hutchinson probes, when probes > 1), nfe (network forward
-    calls per datapoint), seconds (wall clock, on a loaded machine a rough figure), n}``.
-    ``batch_size``: points per ODE solve and VAE call, (point, step) pairs per call of the DDPM bound.
+    Takes ``likelihood_points``' arguments. Returns rows ``{model, quantity, kind ("exact" | "bound"), bpd
+    (mean over points), se (its standard error over the points), se_probes (over Hutchinson probes, when
+    probes > 1), nfe (network forward calls per datapoint), seconds (wall clock, on a loaded machine a rough
+    figure), n}``.
     """
+    return likelihood_rows([likelihood_points(x, **kwargs)])
+
+
+def likelihood_points(x: torch.Tensor, *, levels: int | None = None, eps_model=None, sde: VPSDE | None = None,
+                      vae=None, divergence: str = "hutchinson", probes: int = 1, t_min: float = T_MIN,
+                      rtol: float = 1e-5, atol: float = 1e-5, bound_steps: int = 1000,
+                      sample_steps: int | None = None, iwae_k: int = 100, batch_size: int = 512,
+                      generator: torch.Generator | None = None, device=None) -> list[dict]:
+    """``likelihood_table``'s rows before the mean over the points: each holds its points' ``bpd`` [n] (the
+    PF-ODE's row: ``logp`` [probes, n] in nats instead), ``nfe`` per point and ``seconds``, so that the parts
+    of several chunks of points (``distributed.map_chunks``) make one table (``likelihood_rows``).
+    ``batch_size``: points per ODE solve and VAE call, (point, step) pairs per call of the DDPM bound."""
     check_sizes(batch_size=batch_size, iwae_k=iwae_k)
     _, x = _counted_model(eps_model if eps_model is not None else vae, sde, x, device)
-    rows, dim, batches = [], x[0].numel(), x.split(batch_size)
+    parts, dim, batches = [], x[0].numel(), x.split(batch_size)
     if eps_model is not None:
         if sde is None:
             raise ValueError("likelihood_table needs the sde of eps_model")
@@ -361,19 +360,16 @@ def likelihood_table(x: torch.Tensor, *, levels: int | None = None, eps_model=No
                                  atol=atol, generator=generator, device=device)
             logp.append(res.logp_probes if res.logp_probes is not None else res.logp[None])
             nfe.append(res.nfe)
-        logp = torch.cat(logp, 1).cpu()                                     # [probes, n]
-        se_probes = None
-        if logp.shape[0] > 1:
-            se_probes = (bits_per_dim(logp.mean(1), dim, levels).std() / math.sqrt(logp.shape[0])).item()
         how = "exact div." if divergence == "exact" else f"Hutchinson x{probes}"
-        rows.append(_row("diffusion", f"PF-ODE ({how}, t_min={t_min:g})", "exact" if levels is None else "bound",
-                         bits_per_dim(logp.mean(0), dim, levels), sum(nfe) / len(nfe),
-                         time.perf_counter() - start, se_probes))
+        parts.append(dict(model="diffusion", quantity=f"PF-ODE ({how}, t_min={t_min:g})",
+                          kind="exact" if levels is None else "bound", logp=torch.cat(logp, 1).cpu(), dim=dim,
+                          levels=levels, nfe=sum(nfe) / len(nfe), seconds=time.perf_counter() - start))
         start = time.perf_counter()
         res = ddpm_bound(eps_model, sde, x, levels=levels, steps=bound_steps, sample_steps=sample_steps,
                          batch_size=batch_size, generator=generator, device=device)
         steps = f"K={bound_steps}" + ("" if sample_steps is None else f", {sample_steps} sampled")
-        rows.append(_row("diffusion", f"DDPM bound ({steps})", "bound", res.bpd, res.nfe, time.perf_counter() - start))
+        parts.append(dict(model="diffusion", quantity=f"DDPM bound ({steps})", kind="bound", bpd=res.bpd.cpu(),
+                          nfe=res.nfe, seconds=time.perf_counter() - start))
     if vae is not None:
         deq = levels if vae.levels is None else None                        # a density needs dequantised data
         for quantity, k in (("ELBO", 1), (f"IWAE (k={iwae_k})", iwae_k)):
@@ -383,8 +379,32 @@ def likelihood_table(x: torch.Tensor, *, levels: int | None = None, eps_model=No
                     xb = xb.to(vae.log_scale.device)
                     xb = xb if deq is None else dequantize(xb, deq, generator=generator)
                     logp.append(vae.elbo(xb, generator) if k == 1 else vae.iwae(xb, k, generator))
-            rows.append(_row("VAE", quantity, "bound", bits_per_dim(torch.cat(logp), dim, deq), k,
-                             time.perf_counter() - start))
+            parts.append(dict(model="VAE", quantity=quantity, kind="bound",
+                              bpd=bits_per_dim(torch.cat(logp), dim, deq).cpu(), nfe=k,
+                              seconds=time.perf_counter() - start))
+    return parts
+
+
+def likelihood_rows(chunks: list[list[dict]]) -> list[dict]:
+    """The table rows of the ``likelihood_points`` of one or more chunks of points: means and standard errors
+    over all their points, ``nfe`` averaged over the points, ``seconds`` summed over the chunks."""
+    rows = []
+    for parts in zip(*chunks):
+        n = [p["logp"].shape[1] if "logp" in p else p["bpd"].numel() for p in parts]
+        nfe, seconds, se_probes, first = sum(p["nfe"] * k for p, k in zip(parts, n)) / sum(n), \
+            sum(p["seconds"] for p in parts), None, parts[0]
+        if "logp" in first:
+            logp, dim, levels = torch.cat([p["logp"] for p in parts], 1), first["dim"], first["levels"]  # [probes, n]
+            if logp.shape[0] > 1:
+                se_probes = (bits_per_dim(logp.mean(1), dim, levels).std() / math.sqrt(logp.shape[0])).item()
+            bpd = bits_per_dim(logp.mean(0), dim, levels)
+        else:
+            bpd = torch.cat([p["bpd"] for p in parts])
+        bpd = bpd.double()
+        rows.append({"model": first["model"], "quantity": first["quantity"], "kind": first["kind"],
+                     "bpd": bpd.mean().item(),
+                     "se": (bpd.std() / math.sqrt(bpd.numel())).item() if bpd.numel() > 1 else math.nan,
+                     "se_probes": se_probes, "nfe": nfe, "seconds": seconds, "n": bpd.numel()})
     return rows
 
 
