@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 MACHINE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO)  # OSErrors of the machine, not of the user's input
@@ -216,7 +217,7 @@ def _run_sample(args):
     options = parse_options(args.option, reserved=SAMPLE_FLAGS)
     check_writable(args.out)
     loaded = load_model(args.checkpoint, device=args.device)
-    device, chunk = next(loaded.model.parameters()).device, args.batch_size
+    device, chunk, start = next(loaded.model.parameters()).device, args.batch_size, time.perf_counter()
     if kind_of(loaded.model) == "vae":
         if any(flag is not None for flag in (args.method, args.steps, args.grid, args.dtype)):
             raise ValueError(f"checkpoint {args.checkpoint} holds a VAE, sampled in one decoder call: "
@@ -237,11 +238,13 @@ def _run_sample(args):
         x, nfe, options = (None, None, None) if res is None else (res.x, res.nfe, res.options)
     if not distributed.is_main():
         return
+    wall = time.perf_counter() - start  # every rank's chunks are in: the samples are on the CPU
     if args.out.suffix == ".npz":
         write_atomic(args.out, lambda f: np.savez(f, x=x.float().cpu().numpy(), nfe=nfe, options=json.dumps(options)))
     else:
         write_atomic(args.out, sample_png(x))
-    print(f"{args.n} samples by {label} ({nfe} NFE) -> {args.out}")
+    processes = "" if distributed.world_size() == 1 else f" on {distributed.world_size()} processes"
+    print(f"{args.n} samples by {label} ({nfe} NFE) in {wall:.2f} s{processes} -> {args.out}")
 
 
 def grid_arg(text: str | None, steps: int | None):

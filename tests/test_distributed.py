@@ -197,15 +197,15 @@ def test_compare_on_two_processes_measures_the_same_samples(tmp_path):
 
 
 def test_likelihood_on_two_processes_gives_the_same_table(tmp_path):
-    """``scoregen likelihood`` of 20 held-out digits in chunks of 5 (PF-ODE with 2 Hutchinson probes, the DDPM
+    """``scoregen likelihood`` of 10 held-out digits in chunks of 5 (PF-ODE with 2 Hutchinson probes, the DDPM
     bound on 20 steps, the VAE's ELBO and IWAE): every number but the wall time equal for 1 and 2 processes."""
-    argv = ["likelihood", "--ckpt", DIGITS, "--vae-ckpt", DIGITS.replace("digits.pt", "digits-vae.pt"), "-n", "20",
+    argv = ["likelihood", "--ckpt", DIGITS, "--vae-ckpt", DIGITS.replace("digits.pt", "digits-vae.pt"), "-n", "10",
             "--batch-size", "5", "--probes", "2", "--bound-steps", "20", "--iwae-k", "3", "--device", "cpu"]
     main([*argv, "--out", str(tmp_path / "one.json")])
     r0, r1 = scoregen([*argv, "--out", str(tmp_path / "two.json")], 2, tmp_path)
     one, two = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
     assert [r["quantity"] for r in one] == ["PF-ODE (Hutchinson x2, t_min=0.001)", "DDPM bound (K=20)", "ELBO",
-                                            "IWAE (k=3)"] and all(r["n"] == 20 for r in one)
+                                            "IWAE (k=3)"] and all(r["n"] == 10 for r in one)
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in one] == \
         [{k: v for k, v in r.items() if k != "seconds"} for r in two]
     assert "PF-ODE" in r0.stdout and r1.stdout == ""
