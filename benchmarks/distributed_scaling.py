@@ -12,7 +12,10 @@ network call at batch ``--chunk`` for the digits U-Net and DDPM's CIFAR-10 U-Net
 its FLOPs per sample counted by ``torch.utils.flop_counter``; from it, the expected time of 50,000 CIFAR-size
 samples at 10 NFE on ``--project-gpus`` processes of this device is
 
-    ceil(50,000 / (P chunk)) chunks per process x 10 calls x (one call at batch chunk).
+    ceil(50,000 / (P chunk)) chunks per process x 10 calls x (one call at batch chunk),
+
+and, as an estimate beside it, the FLOPs of those 500,000 calls over P devices that each sustain
+``--assume-tflops`` (an assumption, not a measurement: a GPU run of this script measures the per-call cost).
 
     python benchmarks/distributed_scaling.py                      # CPU: 1 and 2 gloo processes, ~4 min
     python benchmarks/distributed_scaling.py --device cuda --worlds 1 --chunk 500   # one GPU: its per-call cost
@@ -89,7 +92,8 @@ def per_call(preset: str, batch: int, device: torch.device, repeats: int) -> dic
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             times.append(time.perf_counter() - start)
-    return {"batch": batch, "ms_per_call": 1e3 * statistics.median(times), "gflop_per_sample": counter.get_total_flops() / 1e9}
+    return {"batch": batch, "ms_per_call": 1e3 * statistics.median(times),
+            "gflop_per_sample": counter.get_total_flops() / 1e9}
 
 
 def main():
@@ -101,6 +105,9 @@ def main():
     p.add_argument("--train-steps", type=int, default=300)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--project-gpus", type=int, default=8)
+    p.add_argument("--assume-tflops", type=float, default=200.0,
+                   help="sustained TFLOP/s per GPU of the FLOP-bound estimate (default: 200, a fifth of an H100's "
+                        "dense bf16 peak)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     device = torch.device(args.device)
@@ -120,7 +127,8 @@ def main():
     chunks_each = math.ceil(50_000 / (args.project_gpus * cifar["batch"]))
     projection = {"samples": 50_000, "nfe": 10, "processes": args.project_gpus, "chunk": cifar["batch"],
                   "seconds": chunks_each * 10 * cifar["ms_per_call"] / 1e3,
-                  "tflop_total": 50_000 * 10 * cifar["gflop_per_sample"] / 1e3}
+                  "tflop_total": 50_000 * 10 * cifar["gflop_per_sample"] / 1e3, "assumed_tflops": args.assume_tflops}
+    projection["seconds_at_assumed_tflops"] = projection["tflop_total"] / (args.project_gpus * args.assume_tflops)
     base = next(r for r in rows if r["processes"] == 1 and r["threads_each"] == 1)
     for r in rows:
         r["sample_speedup"] = base["sample_s"] / r["sample_s"]

@@ -10,9 +10,11 @@
 #   3. bf16        the same with bf16 autocast and CUDA graphs
 #   4. train       digits U-Net training: steps/s and loss with bf16 autocast and in fp32
 #   5. quality     quality vs NFE of the fast samplers beside diffusers' (benchmarks/quality_vs_nfe.py)
-# Outputs (8 files at most, what the device tool brings back): gpu_check.json (the GPU, each step's exit
+#   6. torchrun    sample and train under torchrun on the GPU (NCCL), one rank's per-call cost of the CIFAR-10
+#                  U-Net at batch 500 and the 50k-sample projection (benchmarks/distributed_scaling.py)
+# Outputs (10 files at most, what the device tool brings back): gpu_check.json (the GPU, each step's exit
 # status and time, the training figures), gpu_check.log (everything printed), throughput_{fp32,bf16}.{json,png},
-# quality_vs_nfe.{json,png}.
+# quality_vs_nfe.{json,png}, distributed_cuda.{json,png}.
 #
 # Needs python3 with torch (CUDA), torchdiffeq, torchsde, scipy, matplotlib, tqdm, scikit-learn and pillow;
 # diffusers is optional (its loops are skipped without it). A machine without network takes missing ones as
@@ -50,16 +52,19 @@ step sync 60 python3 -m pytest -q -p no:cacheprovider tests/test_gpu_sync.py
 
 BENCH=(python3 benchmarks/sampling_throughput.py --device cuda --models digits:64,1024@10,50,100 cifar32:64@10,50
        --pf-ode digits:64 --repeats 3 --note "benchmarks/gpu_check.sh")
-step fp32 110 "${BENCH[@]}" --out "$OUT/throughput_fp32.json"
-step bf16 110 "${BENCH[@]}" --dtype bf16 --cuda-graphs --out "$OUT/throughput_bf16.json"
+step fp32 90 "${BENCH[@]}" --out "$OUT/throughput_fp32.json"
+step bf16 90 "${BENCH[@]}" --dtype bf16 --cuda-graphs --out "$OUT/throughput_bf16.json"
 
 echo '{"amp": false}' > "$WORK/fp32.json"
 TRAIN=(python3 -m scoregen train --dataset digits --steps 600 --batch-size 128 --sample-every 0 --ckpt-every 0
        --device cuda --no-progress)
-step train_bf16 60 "${TRAIN[@]}" --out "$WORK/bf16"
-step train_fp32 60 "${TRAIN[@]}" --out "$WORK/fp32" --config "$WORK/fp32.json"
+step train_bf16 50 "${TRAIN[@]}" --out "$WORK/bf16"
+step train_fp32 50 "${TRAIN[@]}" --out "$WORK/fp32" --config "$WORK/fp32.json"
 
-step quality 90 python3 benchmarks/quality_vs_nfe.py --device cuda --out "$OUT/quality_vs_nfe.json"
+step quality 75 python3 benchmarks/quality_vs_nfe.py --device cuda --out "$OUT/quality_vs_nfe.json"
+
+step torchrun 60 python3 benchmarks/distributed_scaling.py --device cuda --worlds 1 --n 20000 --chunk 500 \
+    --repeats 5 --out "$OUT/distributed_cuda.json"
 
 RCS=$(for k in "${!RC[@]}"; do printf '"%s": {"rc": %s, "seconds": %s}\n' "$k" "${RC[$k]}" "${SECONDS_OF[$k]}"; done)
 python3 - "$OUT/gpu_check.json" "$WORK" "$RCS" <<'EOF'

@@ -20,7 +20,8 @@ _EXPORTS = {
     "load_model": "models", "wrap": "adapters",
 }
 _SUBMODULES = ("sde", "data", "nets", "samplers", "likelihood", "metrics", "features", "control", "train",
-               "checkpoint", "compare", "outputs", "quantization", "tune", "models", "adapters", "reference")
+               "checkpoint", "compare", "outputs", "quantization", "tune", "models", "adapters", "reference",
+               "distributed")
 __all__ = sorted(_EXPORTS)
 
 

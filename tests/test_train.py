@@ -13,7 +13,7 @@ from scoregen.cli import main
 from scoregen.data import load_dataset
 from scoregen.nets import ARCHS, MLP, build_model
 from scoregen.sde import VPSDE
-from scoregen.train import Interrupted, model_config_for, train
+from scoregen.train import Batches, Interrupted, model_config_for, train
 
 GAUSS = {"mixture": "gauss2d", "n_train": 2048, "n_test": 16}
 
@@ -288,3 +288,14 @@ def test_sample_grid_places_each_image_in_its_tile(tmp_path):
     tiles = img[::3, ::3].reshape(8, 10, 8, 10).permute(0, 2, 1, 3).reshape(64, 10, 10)
     assert torch.equal(tiles[:, 1:-1, 1:-1], ((x[:, 0] + 1) * 127.5).round().long())
     assert bool((tiles[:, 0] == 128).all())
+
+
+def test_batches_walk_a_seeded_permutation_per_epoch():
+    """10 items in batches of 3: 3 batches an epoch (the tail dropped), no item twice within an epoch, another
+    permutation the next epoch, the same for the same seed whatever the step order (resume reads any step)."""
+    batches = Batches(10, 3, seed=4, device=torch.device("cpu"))
+    epoch0 = torch.cat([batches(step) for step in range(3)])
+    assert epoch0.unique().numel() == 9 and not torch.equal(torch.cat([batches(s) for s in range(3, 6)]), epoch0)
+    assert torch.equal(Batches(10, 3, seed=4, device=torch.device("cpu"))(4), batches(4))
+    with pytest.raises(ValueError, match="batch_size must be at most the 10 training items; got 11"):
+        Batches(10, 11, seed=0, device=torch.device("cpu"))

@@ -129,7 +129,8 @@ class VAE(nn.Module):
         kl = 0.5 * (mu ** 2 + log_var.exp() - 1 - log_var).sum(1)
         return self.log_px_given_z(x, self.decode(z)), kl
 
-    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None, rows: slice = slice(None)) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None,
+             rows: slice = slice(None)) -> torch.Tensor:
         """Training loss, nats per sample averaged over ``x[rows]``: ``-log p(x | z) + kl_weight * KL``. The
         noise is drawn for all of x, so that a batch split over processes (``rows``) draws the same noise."""
         log_px_z, kl = self._terms(x[rows], self._noise(x.shape[0], x, generator)[rows])
