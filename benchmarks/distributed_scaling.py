@@ -8,9 +8,9 @@ For each world size W (``--worlds``), ``torchrun --standalone --nproc_per_node=W
 
 each process at one thread, so W processes use W cores; a run of one process at W threads is the baseline
 that uses the same cores without torch.distributed. The per-call cost of one rank is the median time of one
-network call at batch ``--chunk`` for the digits U-Net and DDPM's CIFAR-10 U-Net (``cifar32``, untrained), with
-its FLOPs per sample counted by ``torch.utils.flop_counter``; from it, the expected time of 50,000 CIFAR-size
-samples at 10 NFE on ``--project-gpus`` processes of this device is
+network call at batch ``--chunk`` for the digits U-Net and DDPM's CIFAR-10 U-Net (``cifar32``, untrained; at
+batch 64 at most on a CPU), with its FLOPs per sample counted by ``torch.utils.flop_counter``; from it, the
+expected time of 50,000 CIFAR-size samples at 10 NFE on ``--project-gpus`` processes of this device is
 
     ceil(50,000 / (P chunk)) chunks per process x 10 calls x (one call at batch chunk),
 
@@ -110,6 +110,9 @@ def main():
                         "dense bf16 peak)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
+    if args.train_steps < 100:
+        p.error(f"--train-steps must be at least 100 (two of training's 50-step log intervals, the first of them "
+                f"warm-up); got {args.train_steps}")
     device = torch.device(args.device)
     # W processes of one thread each, and the baseline on the same cores: one process of W threads
     setups = [(1, 1)] + [setup for w in args.worlds if w > 1 for setup in ((w, 1), (1, w))]
@@ -121,8 +124,9 @@ def main():
                          "train_steps_per_s": training_rate(processes, threads, args, Path(tmp))})
             print(rows[-1], flush=True)
     torch.set_num_threads(1)
-    calls = {preset: per_call(preset, args.chunk if preset == "digits" else min(args.chunk, 64) if device.type == "cpu"
-                              else args.chunk, device, args.repeats) for preset in ("digits", "cifar32")}
+    cifar_batch = min(args.chunk, 64) if device.type == "cpu" else args.chunk  # a CPU call of 500 takes a minute
+    calls = {"digits": per_call("digits", args.chunk, device, args.repeats),
+             "cifar32": per_call("cifar32", cifar_batch, device, args.repeats)}
     cifar = calls["cifar32"]
     chunks_each = math.ceil(50_000 / (args.project_gpus * cifar["batch"]))
     projection = {"samples": 50_000, "nfe": 10, "processes": args.project_gpus, "chunk": cifar["batch"],
