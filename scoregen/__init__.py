@@ -15,7 +15,7 @@ _EXPORTS = {
     "optimize_grid": "tune", "METHODS": "samplers", "GRIDS": "samplers",
     "log_likelihood": "likelihood", "ddpm_bound": "likelihood", "bits_per_dim": "likelihood",
     "QuantizedDataWarning": "quantization",
-    "build_model": "nets",
+    "build_model": "nets", "LatentDiffusion": "nets",
     "TrainConfig": "checkpoint", "load_checkpoint": "checkpoint",
     "load_model": "models", "wrap": "adapters",
 }

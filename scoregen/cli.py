@@ -66,6 +66,8 @@ def _add_train(sub):
     p.add_argument("--resume", action="store_true", help="continue from <out>/ckpt.pt")
     p.add_argument("--model", help="architecture: unet, mlp, ... (default: the data set's)")
     p.add_argument("--preset", help="model preset, e.g. digits, cifar32, small32, toy")
+    p.add_argument("--vae", type=Path, help="latent diffusion: an eps-network on the codes of this VAE checkpoint "
+                                            "(trained on the same data set)")
     p.add_argument("--schedule", choices=("linear", "cosine"), help="noise schedule (default: linear)")
     for flag, type_, help_ in [("--steps", _count(1), "total optimiser steps"),
                                ("--batch-size", _count(1), "global batch size (split over torchrun's processes)"),
@@ -99,8 +101,14 @@ def train_config_from_args(args):
                                                      "grad_clip", "t_min", "seed", "sample_every", "ckpt_every",
                                                      "device", "out")}
     given = {k: v for k, v in given.items() if v is not None}
+    if args.vae and (args.model or args.preset):
+        raise ValueError("--vae trains latent diffusion (arch latent): give no --model or --preset with it")
     if args.model or args.preset:
         given["model"] = {k: v for k, v in (("arch", args.model), ("preset", args.preset)) if v}
+    if args.vae:  # the config's latent settings (its eps-network) kept, its VAE replaced
+        model = fields.get("model", {}) if fields.get("model", {}).get("arch") == "latent" else {}
+        given["model"] = {**{k: v for k, v in model.items() if k != "vae"}, "arch": "latent",
+                          "vae_checkpoint": str(args.vae)}
     if args.schedule:
         given["sde"] = {"schedule": args.schedule}
     if args.dataset_option or args.data_path:
@@ -225,7 +233,7 @@ def _run_sample(args):
         options = vae_options(options)
         parts = distributed.map_chunks(lambda start, size, g: loaded.model.sample(size, generator=g, **options),
                                        args.n, chunk, seed=args.seed, device=device)
-        x, nfe, label = None if parts is None else torch.cat(parts), 1, "vae"
+        x, nfe, label, decoded, latents = None if parts is None else torch.cat(parts), 1, "vae", "", {}
         options = {"kind": "vae", **options}
     else:
         model, sde, info = with_dtype(loaded, args.dtype)
@@ -236,15 +244,18 @@ def _run_sample(args):
         res = distributed.sample(model, sde, (args.n, *info.shape), label, steps=args.steps, seed=args.seed,
                                  chunk=chunk, **options)
         x, nfe, options = (None, None, None) if res is None else (res.x, res.nfe, res.options)
+        decoded = "" if res is None or res.latents is None else f" + {res.decoder_calls} decoder call(s)"
+        latents = {} if decoded == "" else {"latents": res.latents.float().cpu().numpy()}
     if not distributed.is_main():
         return
     wall = time.perf_counter() - start  # every rank's chunks are in: the samples are on the CPU
     if args.out.suffix == ".npz":
-        write_atomic(args.out, lambda f: np.savez(f, x=x.float().cpu().numpy(), nfe=nfe, options=json.dumps(options)))
+        write_atomic(args.out, lambda f: np.savez(f, x=x.float().cpu().numpy(), nfe=nfe, options=json.dumps(options),
+                                                  **latents))
     else:
         write_atomic(args.out, sample_png(x))
     processes = "" if distributed.world_size() == 1 else f" on {distributed.world_size()} processes"
-    print(f"{args.n} samples by {label} ({nfe} NFE) in {wall:.2f} s{processes} -> {args.out}")
+    print(f"{args.n} samples by {label} ({nfe} NFE{decoded}) in {wall:.2f} s{processes} -> {args.out}")
 
 
 def grid_arg(text: str | None, steps: int | None):
@@ -355,6 +366,9 @@ def _run_likelihood(args):
     data = load_dataset(args.dataset, **dataset_options(args))
     names = {"eps": "--ckpt", "vae": "--vae-ckpt"}
     eps = load_checked(args.ckpt, "eps", device=args.device, names=names) if args.ckpt else None
+    if eps is not None and hasattr(eps.model, "to_data"):
+        raise ValueError(f"--ckpt {args.ckpt} is a latent diffusion model, whose likelihood (its VAE with the "
+                         "diffusion prior) is not computed yet; give a pixel-space eps-network, or its VAE as --vae-ckpt")
     vae = load_checked(args.vae_ckpt, "vae", device=args.device, names=names).model if args.vae_ckpt else None
     diffusion = {} if eps is None else dict(eps_model=eps.model, sde=eps.sde,
                                             t_min=eps.info.t_min if args.t_min is None else args.t_min)

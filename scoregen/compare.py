@@ -43,8 +43,10 @@ from . import distributed, outputs
 from .data import dataset_source, load_dataset
 from .devices import resolve_device
 from .features import FeatureNet, InceptionFeatures, default_cache_dir
-from .metrics import floor, frechet_distance, half_sampling_std, image_metrics, ode_err, sample_metrics
+from .metrics import (attribute_tv, floor, frechet_distance, half_sampling_std, image_metrics, label_frequencies,
+                      ode_err, sample_metrics)
 from .models import LoadedModel, ModelInfo, compute_dtype, load_checked, model_for, vae_options, with_dtype
+from .nets import LatentDiffusion
 from .samplers import is_deterministic, pf_ode_solution, sample, steps_onto_zero
 from .samplers.grids import resolve_grid
 from .samplers.ode import ADAPTIVE, TOL
@@ -84,8 +86,8 @@ SWEEPS = {
 }
 FLOOR = "data floor"
 DEFAULT_N = {"image": 500, "vector": 2000}        # samples per row; --quick: a fifth
-METRICS = ("fd", "kid", "swd", "mmd", "logp", "logp_data", "logp_gap", "moment_kl", "ode_err", "clipped")  # columns
-PLOTTED = {"image": ("fd", "kid"), "vector": ("swd", "mmd"), "oracle": ("moment_kl", "logp_gap"),
+METRICS = ("fd", "kid", "attr_tv", "swd", "mmd", "logp", "logp_data", "logp_gap", "moment_kl", "ode_err", "clipped")  # columns
+PLOTTED = {"image": ("fd", "kid", "attr_tv"), "vector": ("swd", "mmd"), "oracle": ("moment_kl", "logp_gap"),
            "deterministic": ("ode_err",)}
 LOG_SCALE = ("fd", "swd", "moment_kl", "ode_err")  # positive metrics, plotted on a log axis
 CHECKPOINTS = {"eps": "checkpoint (--checkpoint)", "vae": "vae_checkpoint (--vae-checkpoint)"}  # each kind's setting
@@ -170,8 +172,19 @@ def _plan(samplers, steps, tols, quick: bool, is_image: bool, grid_steps: int | 
 # --- metrics -------------------------------------------------------------------------------------------
 def _evaluator(data, extractor, n: int, seed: int, halves: int = 8):
     """``evaluate(x) -> {metric: value, metric_std: spread}`` for samples x (see the module docstring).
-    Low-dimensional data is compared with n held-out points (all of them if fewer)."""
+    Low-dimensional data is compared with n held-out points (all of them if fewer). With a classifier
+    (``FeatureNet`` trained on labels), also ``attr_tv`` and ``attributes``, the predicted label frequencies."""
     data = data if data.is_image else replace(data, test=data.test[:n])
+    classes = getattr(extractor, "config", {}).get("num_classes")
+    reference = extractor.predict(data.test) if classes else None
+
+    def attributes(x):
+        labels = extractor.predict(x)
+        tv = lambda y: {"attr_tv": attribute_tv(y, reference, classes)}  # noqa: E731
+        freqs = dict(zip(_label_names(data, len(classes)), label_frequencies(labels, classes)))
+        return {**tv(labels), **half_sampling_std(tv, labels, halves=halves,
+                                                  generator=torch.Generator().manual_seed(seed + 3)),
+                "attributes": freqs}
 
     def full(rep):
         g = torch.Generator(rep.device).manual_seed(seed)
@@ -189,9 +202,17 @@ def _evaluator(data, extractor, n: int, seed: int, halves: int = 8):
     def evaluate(x):
         rep = extractor.features(x) if data.is_image else x
         return {**full(rep), **half_sampling_std(cheap, rep, halves=halves,
-                                                 generator=torch.Generator().manual_seed(seed + 1))}
+                                                 generator=torch.Generator().manual_seed(seed + 1)),
+                **(attributes(x) if classes else {})}
 
     return evaluate
+
+
+def _label_names(data, k: int) -> list[str]:
+    """The names of a data set's ``k`` label columns: its attributes' (``data.info["attributes"]``), else
+    "class" for one column, else "label_j"."""
+    names = list(data.info.get("attributes", {}))
+    return names if len(names) == k else ["class"] if k == 1 else [f"label_{j}" for j in range(k)]
 
 
 def _clip(x: torch.Tensor, data) -> tuple[torch.Tensor, dict]:
@@ -272,8 +293,9 @@ def _sample_rows(rows: list[_Row], models: dict, data, n: int, device: torch.dev
     from tqdm.auto import tqdm
 
     kept, reference, ref = {}, None, None
+    shape = models["eps"].info.shape or data.shape  # what the samplers draw: a latent model's latents
     if any(row.deterministic for row in rows):
-        solved = _reference(models["eps"], n, chunk, data.shape, device, seed)
+        solved = _reference(models["eps"], n, chunk, shape, device, seed)
         if solved is not None:
             ref, ref_nfe, ref_wall = solved
             reference = dict(method="ode", solver="dopri5", tol=TOL, nfe=ref_nfe, wall_s=ref_wall)
@@ -282,7 +304,7 @@ def _sample_rows(rows: list[_Row], models: dict, data, n: int, device: torch.dev
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        parts = distributed.map_chunks(lambda _, size, g: _draw(row, models[sweep.kind], size, data.shape, g), n,
+        parts = distributed.map_chunks(lambda _, size, g: _draw(row, models[sweep.kind], size, shape, g), n,
                                        chunk, seed=seed, device=device, what=f"the samples of {row.label}")
         wall = time.perf_counter() - start  # the parts are on the CPU: every chunk has finished
         if parts is None:
@@ -377,7 +399,8 @@ def compare(settings: CompareSettings) -> list[dict]:
     compute_dtype(s.dtype)
     # a given eps-network first: its sample size is a folder's image size, and it fits or fails before any training
     given = None if s.checkpoint is None else load_checked(s.checkpoint, "eps", device=device, names=CHECKPOINTS)
-    size = given.info.shape[-1] if given is not None and given.info.shape else None
+    shape = None if given is None else getattr(given.model, "data_shape", given.info.shape)
+    size = shape[-1] if shape else None
     dataset, dataset_options = dataset_source(s.dataset, dataset_options, size=size)
     data = load_dataset(dataset, **dataset_options)
     is_image = data.is_image
@@ -404,10 +427,14 @@ def compare(settings: CompareSettings) -> list[dict]:
 
     with _num_threads(s.threads):
         start = time.perf_counter()
-        # the eps-network first: a checkpoint that does not fit fails before any VAE is trained (by every rank)
-        models = {kind: model_for(kind, data, dataset, dataset_options, names=CHECKPOINTS, device=device,
-                                  checkpoint=given if kind == "eps" else s.vae_checkpoint,
-                                  cache_dir=cache_dir, progress=progress) for kind in kinds}
+        # the eps-network first: a checkpoint that does not fit fails before any VAE is trained (by every rank);
+        # a latent diffusion model's VAE row is its own VAE unless another is given
+        models = {}
+        for kind in kinds:
+            own = _own_vae(models["eps"]) if kind == "vae" and s.vae_checkpoint is None else None
+            models[kind] = own or model_for(kind, data, dataset, dataset_options, names=CHECKPOINTS, device=device,
+                                            checkpoint=given if kind == "eps" else s.vae_checkpoint,
+                                            cache_dir=cache_dir, progress=progress)
         models["eps"] = with_dtype(models["eps"], s.dtype)
         extractor = None if not (is_image and main) else inception.with_reference(data) if inception else \
             FeatureNet.for_dataset(data, cache_dir=cache_dir / "features", device=device)
@@ -437,6 +464,14 @@ def compare(settings: CompareSettings) -> list[dict]:
                        wall_s_total=time.perf_counter() - start, rows=table)
         _write_outputs(out, summary, rows, kept, s.grid_nfe, progress)
     return table
+
+
+def _own_vae(loaded: LoadedModel) -> LoadedModel | None:
+    """The VAE of a latent diffusion model (``nets.latent``), None for any other model."""
+    model, info = loaded.model, loaded.info
+    if not isinstance(model, LatentDiffusion):
+        return None
+    return LoadedModel(model.vae, loaded.sde, replace(info, path=f"{info.path} (its VAE)", shape=model.data_shape))
 
 
 def _features_note(info: dict, dataset: str) -> str:

@@ -174,7 +174,8 @@ def sample(eps_model, sde, shape, method: str = "ddim", *, seed: int = 0, chunk:
            progress: bool = False, **options):
     """``sg.sample`` of ``shape[0]`` samples in chunks shared by the ranks (``map_chunks``): on rank 0 a
     ``SampleResult`` with every sample (on the CPU), ``nfe`` the mean over chunks (they differ only for
-    adaptive solvers) and the first chunk's options; None on the other ranks."""
+    adaptive solvers), the first chunk's options and the decoder calls of all chunks (a latent model's); None
+    on the other ranks."""
     from .samplers import SampleResult
     from .samplers import sample as sample_one
 
@@ -186,7 +187,9 @@ def sample(eps_model, sde, shape, method: str = "ddim", *, seed: int = 0, chunk:
     if parts is None:
         return None
     nfe = sum(p.nfe for p in parts) / len(parts)
-    return SampleResult(torch.cat([p.x for p in parts]), int(nfe) if nfe == int(nfe) else nfe, parts[0].options)
+    latents = None if parts[0].latents is None else torch.cat([p.latents for p in parts])
+    return SampleResult(torch.cat([p.x for p in parts]), int(nfe) if nfe == int(nfe) else nfe, parts[0].options,
+                        latents=latents, decoder_calls=sum(p.decoder_calls for p in parts))
 
 
 def broken(error: BaseException) -> bool:

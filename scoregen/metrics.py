@@ -150,6 +150,26 @@ def ode_err(x, reference) -> float:
     return (x - reference).pow(2).mean().sqrt().item()
 
 
+def label_frequencies(labels: torch.Tensor, num_classes) -> list[list[float]]:
+    """For each column j of integer ``labels`` [n, k] (predicted attributes, say), the share of rows with each
+    class c < ``num_classes[j]``."""
+    labels = labels.reshape(labels.shape[0], -1)
+    if labels.shape[1] != len(num_classes):
+        raise ValueError(f"labels must have {len(num_classes)} columns (one per num_classes entry); got "
+                         f"{labels.shape[1]}")
+    return [(torch.bincount(labels[:, j].long().cpu(), minlength=k)[:k].double() / labels.shape[0]).tolist()
+            for j, k in enumerate(num_classes)]
+
+
+def attribute_tv(labels: torch.Tensor, reference: torch.Tensor, num_classes) -> float:
+    """Mean over label columns of the total variation ``1/2 sum_c |p_c - q_c|`` between the class frequencies
+    of ``labels`` and of ``reference`` (``label_frequencies``): 0 for the same frequencies, 1 for disjoint
+    supports. Between two finite samples of one distribution it is of order ``sqrt(classes / n)``: compare it
+    with the data floor's."""
+    p, q = label_frequencies(labels, num_classes), label_frequencies(reference, num_classes)
+    return sum(0.5 * sum(abs(a - b) for a, b in zip(pj, qj)) for pj, qj in zip(p, q)) / len(num_classes)
+
+
 def gaussian_stats(x) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean [d] and unbiased covariance [d, d] of samples [n, ...], in float64."""
     x = _flat(x, "x")

@@ -25,7 +25,7 @@ import torch
 from .adapters import Autocast, Wrapped
 from .checkpoint import TrainConfig, load_checkpoint, read_checkpoint
 from .data import load_dataset
-from .nets import PRESETS
+from .nets import PRESETS, LatentDiffusion
 from .nets.vae import PRESETS as VAE_PRESETS
 from .nets.vae import VAE
 from .devices import resolve_device
@@ -110,6 +110,8 @@ def with_dtype(loaded: LoadedModel, dtype) -> LoadedModel:
         return loaded
     if kind_of(loaded.model) == "vae":
         raise ValueError(f"dtype {dtype} applies to eps-networks; {loaded.info.path} holds a VAE (float32 only)")
+    if isinstance(loaded.model, LatentDiffusion):  # its eps-network in dtype, its decoder in float32
+        return loaded._replace(model=loaded.model.with_net(Autocast(loaded.model.net, dtype)))
     return loaded._replace(model=Autocast(loaded.model, dtype))
 
 
@@ -230,8 +232,8 @@ def _check_fits(loaded: LoadedModel, data, dataset: str, dataset_options: dict) 
             raise ValueError(f"checkpoint {path} was trained on {theirs.name} (samples {theirs.shape}), "
                              f"not {data.name} (samples {data.shape}); dataset_options differ: "
                              f"{config.dataset_options} vs {dataset_options}")
-    if kind_of(model) == "vae":
-        ok = model.shape == data.shape
+    if kind_of(model) == "vae" or isinstance(model, LatentDiffusion):
+        ok = tuple(getattr(model, "data_shape", model.shape)) == data.shape
     else:
         x = torch.zeros((2, *data.shape), device=next(model.parameters()).device)
         try:

@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 
 from . import distributed
-from .checkpoint import TrainConfig, read_checkpoint, save_checkpoint
+from .checkpoint import TrainConfig, load_checkpoint, read_checkpoint, save_checkpoint
 from .data import load_dataset
 from .devices import resolve_device
-from .nets import PRESETS, build_model
+from .nets import PRESETS, LatentDiffusion, build_model
 from .nets.unet import layout_for
 from .outputs import sample_png, write_atomic
 from .sde import T_MIN, VPSDE
@@ -62,6 +62,8 @@ class Objective(torch.nn.Module):
     def forward(self, x0: torch.Tensor, generator: torch.Generator, rows: slice) -> torch.Tensor:
         if hasattr(self.model, "loss"):
             return self.model.loss(x0, generator, rows=rows)
+        if isinstance(self.model, LatentDiffusion):  # the data's codes (drawn for all of x0, like the noise)
+            x0 = self.model.encode(x0, generator)
         return denoising_loss(self.model, x0, generator=generator, sde=self.sde, t_min=self.t_min, rows=rows)
 
 
@@ -110,7 +112,36 @@ def model_config_for(model: dict, dataset: str, shape: tuple[int, ...]) -> dict:
         return {"in_channels": shape[0], "image_size": shape[-1], **layout, **model}
     if model.get("arch") == "mlp":
         return {"dim": shape[0], **model}
+    if model.get("arch") == "latent":
+        return _latent_config(model, shape)
     return {**model, "preset": dataset} if set(model) == {"arch"} else dict(model)
+
+
+LATENT_NET = {"arch": "mlp", "hidden": 256, "depth": 4}  # latent diffusion's default eps-network
+
+
+def _latent_config(model: dict, shape: tuple[int, ...]) -> dict:
+    """A latent diffusion config completed from its ``vae_checkpoint``: the VAE's build config (``vae``), checked
+    to decode to the data's ``shape``, and the eps-network on its codes (``net``, default ``LATENT_NET``)."""
+    path = model.get("vae_checkpoint")
+    if not isinstance(path, str):
+        raise ValueError(f"a latent diffusion model needs vae_checkpoint, the path of a VAE checkpoint (--vae); "
+                         f"got {path!r}")
+    vae_config = model.get("vae") or read_checkpoint(path)["config"]["model"]
+    vae = build_model(vae_config)
+    if not hasattr(vae, "decode") or tuple(vae.shape) != tuple(shape):
+        what = f"decodes to samples of shape {tuple(vae.shape)}" if hasattr(vae, "decode") else "holds no VAE"
+        raise ValueError(f"vae_checkpoint {path} {what}; the data set's samples have shape {tuple(shape)}")
+    net = model_config_for(model.get("net") or dict(LATENT_NET), "", (vae.z_dim,))
+    return {"codes": "draw", **model, "vae": vae_config, "net": net}
+
+
+def _init_latent(model: LatentDiffusion, config: TrainConfig, x_train: torch.Tensor, device: torch.device):
+    """A new latent diffusion run: the VAE's EMA weights from ``vae_checkpoint`` and the standardisation of the
+    training set's codes (``LatentDiffusion.fit_standardisation``, its draws seeded ``config.seed``)."""
+    vae, _, _ = load_checkpoint(config.model["vae_checkpoint"], device=device)
+    model.vae.load_state_dict(vae.state_dict())
+    model.fit_standardisation(x_train, torch.Generator(device).manual_seed(config.seed))
 
 
 def _check_resumable(saved: dict, config: TrainConfig):
@@ -131,7 +162,7 @@ def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float):
 @torch.no_grad()
 def save_samples(model, sde: VPSDE, shape: tuple[int, ...], path, *, seed: int = 0):
     """Draw samples of ``model`` (its own ``sample(n, generator=)``, else 50 DDIM steps) and save a PNG:
-    an 8x8 grid of images, or a scatter plot of 2000 points (``outputs.sample_png``)."""
+    an 8x8 grid of images, or a scatter plot of 2000 points (``outputs.sample_png``); ``shape``: the data's."""
     device = next(model.parameters()).device
     g = torch.Generator(device).manual_seed(seed)
     n = 64 if len(shape) == 3 else 2000
@@ -139,7 +170,7 @@ def save_samples(model, sde: VPSDE, shape: tuple[int, ...], path, *, seed: int =
         x = model.sample(n, generator=g)
     else:
         from .samplers import sample
-        x = sample(model, sde, (n, *shape), method="ddim", steps=50, generator=g).x
+        x = sample(model, sde, (n, *model.shape), method="ddim", steps=50, generator=g).x
     write_atomic(path, sample_png(x))
 
 
@@ -280,6 +311,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     rows = slice(rank * local, (rank + 1) * local)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config.model).to(device)
+    if isinstance(model, LatentDiffusion) and not resume:
+        _init_latent(model, config, x_train, device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = _State(model, ema, opt, torch.Generator(device).manual_seed(config.seed))

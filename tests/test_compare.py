@@ -12,7 +12,7 @@ from scoregen.cli import main
 from scoregen.compare import CompareSettings, compare
 from scoregen.data import load_dataset
 from scoregen.features import FeatureNet
-from scoregen.metrics import frechet_distance
+from scoregen.metrics import attribute_tv, frechet_distance
 from scoregen.nets import build_model
 from scoregen.sde import VPSDE
 
@@ -189,8 +189,12 @@ def test_images_are_measured_as_clamped_pictures(tmp_path):
     x = torch.randn((64, 1, 8, 8), generator=torch.Generator().manual_seed(0)) / VPSDE().alpha(1.0).float()
     net = FeatureNet.for_dataset(load_dataset("digits"), cache_dir=tmp_path / "cache" / "features")
     assert one["fd"] == pytest.approx(frechet_distance(net.features(x.clamp(-1, 1)), net.reference), rel=1e-6)
+    # the class frequencies the classifier predicts: noise is not spread over the ten digits as the data are
+    assert one["attr_tv"] == pytest.approx(attribute_tv(net.predict(x.clamp(-1, 1)), net.predict(load_dataset(
+        "digits").test), [10]), rel=1e-9) and one["attr_tv"] > floor["attr_tv"] + 5 * one["attr_tv_std"]
+    assert list(one["attributes"]) == ["class"] and sum(one["attributes"]["class"]) == pytest.approx(1)
     header = (tmp_path / "out" / "compare.csv").read_text().splitlines()[0]
-    assert header.endswith("fd,fd_std,kid,kid_std,ode_err,clipped,wall_s,device")
+    assert header.endswith("fd,fd_std,kid,kid_std,attr_tv,attr_tv_std,ode_err,clipped,wall_s,device")
     # eps = 0: the PF-ODE is dx/dt = f, solved exactly by DDIM; dopri5 at 1e-5 meets it to its tolerance
     rms = x.pow(2).mean().sqrt().item()
     assert 0 < one["ode_err"] < 3e-5 * rms and one["ode_err"] == pytest.approx(three["ode_err"], rel=1e-3)

@@ -10,8 +10,8 @@ from scipy.stats import multivariate_normal
 
 from scoregen.data import Dataset, load_dataset, preset
 from scoregen.features import FeatureNet, InceptionFeatures
-from scoregen.metrics import (floor, frechet_distance, gaussian_kl, kid, mmd, oracle_metrics, sample_metrics,
-                              sliced_wasserstein)
+from scoregen.metrics import (attribute_tv, floor, frechet_distance, gaussian_kl, kid, label_frequencies, mmd,
+                              oracle_metrics, sample_metrics, sliced_wasserstein)
 
 
 def _gen(seed):
@@ -261,3 +261,14 @@ def test_inception_features_call_torchscript_as_stylegan_does_and_reject_bad_fil
     torch.save({"w": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="inception_v3"):
         InceptionFeatures(tmp_path / "other.pt")
+
+
+def test_attribute_tv_is_the_mean_total_variation_of_label_frequencies():
+    """Per column 1/2 sum |p - q|: the same labels 0, disjoint classes 1, and a worked case."""
+    a = torch.tensor([[0, 1], [0, 2], [1, 2], [1, 2]])
+    b = torch.tensor([[0, 0], [0, 0], [0, 0], [0, 0]])
+    assert label_frequencies(a, [2, 3]) == [[0.5, 0.5], [0.0, 0.25, 0.75]]
+    assert attribute_tv(a, a, [2, 3]) == 0
+    assert attribute_tv(a, b, [2, 3]) == pytest.approx((0.5 + 1.0) / 2)
+    with pytest.raises(ValueError, match="labels must have 3 columns"):
+        label_frequencies(a, [2, 3, 4])

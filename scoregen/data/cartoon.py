@@ -215,8 +215,9 @@ def render_faces(attributes: dict, size: int = 64, batch: int = 64) -> np.ndarra
     return out
 
 
-def load_cartoon(n: int = 10000, size: int = 64, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
-    """``n`` procedural cartoon faces as [n, 3, size, size] float32 in [-1, 1], 8-bit (``levels=256``).
+def load_cartoon(n: int = 10000, size: int = 32, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """``n`` procedural cartoon faces as [n, 3, size, size] float32 in [-1, 1], 8-bit (``levels=256``). The
+    default size, 32, is the CPU one of the shipped face models; 64 is the seed's (``configs/cartoon64.json``).
 
     Labels are the attributes, [n, 14] integers in the column order of ``info["attributes"]``
     (name -> value names, ``ATTRIBUTES``). ``seed`` draws the attributes and the split.

@@ -1,4 +1,5 @@
-"""The networks: the shared eps U-Net, an MLP for low-dimensional data; built from JSON-able configs.
+"""The networks: the shared eps U-Net, an MLP for low-dimensional data, the VAE, latent diffusion; built from
+JSON-able configs.
 
 ``build_model({"preset": "digits"})``, ``build_model({"arch": "unet", "in_channels": 3, "ch": 128})``,
 ``build_model({"arch": "mlp", "dim": 2})``: ``arch`` names an entry of ``ARCHS``, a constructor taking an
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from .latent import LatentDiffusion
 from .mlp import MLP
 from .unet import UNet
 from .vae import build_vae
@@ -46,8 +48,16 @@ def _with_presets(cls, arch: str):
     return build
 
 
+def build_latent(vae: dict, net: dict, codes: str = "draw", vae_checkpoint: str | None = None) -> LatentDiffusion:
+    """Latent diffusion (``nets.latent``): the VAE built from ``vae`` and the eps-network from ``net`` (configs
+    of ``build_model``). ``vae_checkpoint`` records where training took the VAE's weights from
+    (``train.train`` loads them); the built model holds them."""
+    return LatentDiffusion(build_model(vae), build_model(net), codes)
+
+
 ARCHS = {"unet": _with_presets(UNet, "unet"), "mlp": _with_presets(MLP, "mlp"),
-         "vae": build_vae}  # the VAE resolves its own presets (nets.vae.PRESETS)
+         "vae": build_vae,  # the VAE resolves its own presets (nets.vae.PRESETS)
+         "latent": build_latent}
 
 
 def build_model(config: dict) -> nn.Module:
@@ -68,4 +78,4 @@ def build_model(config: dict) -> nn.Module:
         raise ValueError(f"bad options for arch {arch!r}: {e}") from None
 
 
-__all__ = ["ARCHS", "MLP", "PRESETS", "UNet", "build_model"]
+__all__ = ["ARCHS", "LatentDiffusion", "MLP", "PRESETS", "UNet", "build_model"]

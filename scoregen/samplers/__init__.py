@@ -80,11 +80,15 @@ def summary(method: str) -> str:
 @dataclass
 class SampleResult:
     """``x`` on the model's device; ``nfe`` network calls made; ``options`` as resolved (method, steps, grid,
-    t_min and the method's options); ``trajectory`` (times, states) from t = 1 to the end when asked."""
+    t_min and the method's options); ``trajectory`` (times, states) from t = 1 to the end when asked. For a
+    latent model (one with ``to_data``, ``nets.latent``) ``x`` is decoded from ``latents``, the sampler's own
+    output, in ``decoder_calls`` (1) calls of the decoder, which ``nfe`` does not count."""
     x: torch.Tensor
     nfe: int
     options: dict
     trajectory: Trajectory | None = None
+    latents: torch.Tensor | None = None
+    decoder_calls: int = 0
 
 
 def describe() -> str:
@@ -112,8 +116,10 @@ def sample(eps_model, sde: VPSDE, shape, method: str, steps: int | None = None, 
     Args:
         eps_model: callable ``(x, t) -> eps``, t a float tensor [batch] in (0, 1]. An nn.Module
             fixes device and dtype; a plain function takes ``device`` (cpu) and ``dtype`` (float32).
+            A latent model (``nets.latent.LatentDiffusion``: ``shape`` and ``to_data(u)``) is sampled in its
+            latent space and its samples decoded (``SampleResult``).
         sde: the VPSDE the model was trained with.
-        shape: (batch, *data_shape).
+        shape: (batch, *data_shape); for a latent model (batch, *eps_model.shape).
         method: a key of ``METHODS``; steps: its number of steps (None: ``STEPS[method]``).
         grid: a key of ``GRIDS`` (with ``steps``), or the grid itself: a 1-D tensor of decreasing times
             from t[0] <= 1 to its last time (0 for samplers that step onto the data, > 0 for the others).
@@ -160,6 +166,11 @@ def sample(eps_model, sde: VPSDE, shape, method: str, steps: int | None = None, 
             or not all(isinstance(n, Integral) and n > 0 for n in shape):
         raise ValueError(f"shape must be (batch, *data_shape) of positive integers; got {shape!r}")
     shape = tuple(shape)
+    to_data = getattr(eps_model, "to_data", None)
+    if to_data is not None and shape[1:] != tuple(eps_model.shape):
+        raise ValueError(f"eps_model is a latent diffusion model: shape must be (batch, "
+                         f"{', '.join(map(str, eps_model.shape))}), its latent; got {shape} (its samples are "
+                         f"decoded to shape {tuple(eps_model.data_shape)})")
     device, dtype = model_device_dtype(eps_model, device, dtype)
     if generator is not None and generator.device.type != device.type:
         raise ValueError(f"generator is on {generator.device} but the model samples on {device}; "
@@ -173,13 +184,16 @@ def sample(eps_model, sde: VPSDE, shape, method: str, steps: int | None = None, 
     record = Recorder() if return_trajectory else None
     with torch.no_grad():
         x = sde.prior_sample(shape, generator=generator, device=device, dtype=dtype) if x1 is None else x1
-        x = fn(model, x, t, generator=generator, record=record, **options)
+        x = latents = fn(model, x, t, generator=generator, record=record, **options)
+        if to_data is not None:
+            x = to_data(latents)
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"method {method!r} produced non-finite samples: eps_model returned NaN/inf "
                          "or the step count is too small for its solver")
     resolved = {"method": method, "steps": len(t) - 1, "grid": name, "t_min": t_min,
                 **defaults, **options}
-    return SampleResult(x, model.nfe, resolved, record.result() if record else None)
+    return SampleResult(x, model.nfe, resolved, record.result() if record else None,
+                        latents=None if to_data is None else latents, decoder_calls=int(to_data is not None))
 
 
 def pf_ode_solution(eps_model, sde: VPSDE, x1: torch.Tensor, *, t_min: float | None = None, tol: float = TOL,
