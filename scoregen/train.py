@@ -2,7 +2,8 @@
 
 One step: the next ``batch_size`` items x0 of a seeded permutation of the training set (a new one each
 epoch), ``loss = loss_fn(x0, generator=)``, AdamW step, EMA update. ``loss_fn`` is the model's own
-``loss(x0, generator=, rows=)`` when it has one (the VAE's negative ELBO), else ``denoising_loss``; likewise
+``loss(x0, generator=, rows=)`` when it has one (the VAE's negative ELBO), else ``denoising_loss`` (for latent
+diffusion, ``nets.latent``, on the standardised VAE codes of x0, drawn from the same generator); likewise
 sample grids use the model's own ``sample(n, generator=)`` when it has one. The noise (t, eps) comes from
 one ``torch.Generator`` seeded ``config.seed``; its state, the global RNG state (dropout), the weights, the
 EMA and the optimiser state are in every checkpoint, so a resumed run continues bit-exactly.
@@ -132,7 +133,8 @@ def _latent_config(model: dict, shape: tuple[int, ...]) -> dict:
     if not hasattr(vae, "decode") or tuple(vae.shape) != tuple(shape):
         what = f"decodes to samples of shape {tuple(vae.shape)}" if hasattr(vae, "decode") else "holds no VAE"
         raise ValueError(f"vae_checkpoint {path} {what}; the data set's samples have shape {tuple(shape)}")
-    net = model_config_for(model.get("net") or dict(LATENT_NET), "", (vae.z_dim,))
+    net = model.get("net") or {}
+    net = model_config_for(net if "arch" in net or "preset" in net else {**LATENT_NET, **net}, "", (vae.z_dim,))
     return {"codes": "draw", **model, "vae": vae_config, "net": net}
 
 
