@@ -20,7 +20,10 @@ half-sampling estimate ``std(metric on random halves) / sqrt(2)`` of the samplin
 Romano 1994; variance ~ 1/n). The ``data floor`` row is the same metrics on n real points independent
 of the held-out split (training items, or fresh draws for synthetic data): the best a sampler can score.
 
-NFE is counted, not assumed: adaptive solvers report what they used. Wall time is sampling alone.
+NFE is counted, not assumed: adaptive solvers report what they used. Wall time is sampling alone. A latent
+diffusion model (``nets.latent``) is sampled on its latents and decoded: its rows add ``decoder_calls`` (1,
+not NFE), its ``ode_err`` is measured on the decoded samples, and its own VAE is the VAE row unless another
+is given.
 Outputs (``compare.json``, ``compare.csv``, ``compare.md``, ``quality_vs_nfe.png``, ``samples_<sampler>.png``;
 rendered by ``scoregen.outputs``) are written only after every row is measured, each to a temporary file
 then ``os.replace``-d; the folder is checked to be writable before any work, and sample pictures of
@@ -254,18 +257,19 @@ def _row_grid(row: _Row, grid, loaded: LoadedModel, cache_dir: Path, progress: b
 
 
 def _draw(row: _Row, loaded: LoadedModel, size: int, shape, generator) -> tuple:
-    """``(x, nfe, resolved options)`` of ``size`` samples of a row; a VAE draws by its own ``sample``."""
+    """``(x, nfe, resolved options, decoder calls)`` of ``size`` samples of a row; a VAE draws by its own
+    ``sample`` (its one decoder call is its NFE); a latent model's decoder call is not NFE."""
     sweep, value = row.sweep, row.value
     if sweep.kind == "vae":
         options = vae_options(sweep.options)
-        return loaded.model.sample(size, generator=generator, **options), 1, options
+        return loaded.model.sample(size, generator=generator, **options), 1, options, 0
     options = dict(sweep.options, **({"rtol": value, "atol": value} if sweep.adaptive else {}))
     explicit = isinstance(row.grid, torch.Tensor)
     res = sample(loaded.model, loaded.sde, (size, *shape), sweep.method, grid=row.grid, generator=generator,
                  steps=None if sweep.adaptive or explicit else int(value),
                  t_min=None if explicit else loaded.info.t_min, **options)
     resolved = {k: v for k, v in res.options.items() if k not in ("method", "steps", "rtol", "atol")}
-    return res.x, res.nfe, dict(resolved, grid=sweep.grid or resolved["grid"])
+    return res.x, res.nfe, dict(resolved, grid=sweep.grid or resolved["grid"]), res.decoder_calls
 
 
 def _reference(loaded: LoadedModel, n: int, chunk: int, shape, device: torch.device, seed: int) -> tuple:
@@ -310,12 +314,13 @@ def _sample_rows(rows: list[_Row], models: dict, data, n: int, device: torch.dev
         if parts is None:
             continue
         x, nfes, resolved = torch.cat([p[0] for p in parts]), [p[1] for p in parts], parts[0][2]
+        decoded = {"decoder_calls": parts[0][3]} if parts[0][3] else {}  # per sampler call, as nfe
         err = {"ode_err": ode_err(x, ref)} if row.deterministic else {}
         x, clipped = _clip(x, data)
         row.fields = dict(sampler=row.label, method=sweep.method, options=resolved,
                           steps=None if sweep.adaptive else int(row.value), tol=row.value if sweep.adaptive else None,
                           nfe=sum(nfes) / len(nfes) if sweep.adaptive else nfes[0], n=n, **evaluate(x), **err,
-                          **clipped, wall_s=wall, device=str(device))
+                          **clipped, **decoded, wall_s=wall, device=str(device))
         kept[id(row)] = x[:64 if data.is_image else 2000]
     return kept, reference
 

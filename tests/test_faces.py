@@ -46,6 +46,7 @@ def test_the_faces_pipeline_runs_on_a_folder_of_pngs(tmp_path, capsys):
           str(tmp_path / "cache"), "--no-progress"])
     summary = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert [r["sampler"] for r in summary["rows"]] == ["data floor", "ddim", "vae"]
+    assert [r.get("decoder_calls") for r in summary["rows"]] == [None, 1, None] and summary["rows"][1]["nfe"] == 2
     assert summary["vae_checkpoint"] == f"{tmp_path / 'ld' / 'ckpt.pt'} (its VAE)"
     assert all(r["fd"] > 0 for r in summary["rows"])
 
