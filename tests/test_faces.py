@@ -51,7 +51,6 @@ def test_the_faces_pipeline_runs_on_a_folder_of_pngs(tmp_path, capsys):
     assert all(r["fd"] > 0 for r in summary["rows"])
 
 
-@pytest.mark.skipif(shipped_checkpoint("cartoon.pt") is None, reason="no shipped face models")
 def test_the_shipped_face_models_are_one_vae():
     """cartoon.pt is latent diffusion on cartoon-vae.pt's codes: the same VAE weights, standardised draws."""
     latent, vae = (load_model(shipped_checkpoint(name), device="cpu") for name in ("cartoon.pt", "cartoon-vae.pt"))
