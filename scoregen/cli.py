@@ -368,7 +368,8 @@ def _run_likelihood(args):
     eps = load_checked(args.ckpt, "eps", device=args.device, names=names) if args.ckpt else None
     if eps is not None and hasattr(eps.model, "to_data"):
         raise ValueError(f"--ckpt {args.ckpt} is a latent diffusion model, whose likelihood (its VAE with the "
-                         "diffusion prior) is not computed yet; give a pixel-space eps-network, or its VAE as --vae-ckpt")
+                         "diffusion prior) is not computed yet; give a pixel-space eps-network, or its VAE as "
+                         "--vae-ckpt")
     vae = load_checked(args.vae_ckpt, "vae", device=args.device, names=names).model if args.vae_ckpt else None
     diffusion = {} if eps is None else dict(eps_model=eps.model, sde=eps.sde,
                                             t_min=eps.info.t_min if args.t_min is None else args.t_min)

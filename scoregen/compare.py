@@ -89,7 +89,8 @@ SWEEPS = {
 }
 FLOOR = "data floor"
 DEFAULT_N = {"image": 500, "vector": 2000}        # samples per row; --quick: a fifth
-METRICS = ("fd", "kid", "attr_tv", "swd", "mmd", "logp", "logp_data", "logp_gap", "moment_kl", "ode_err", "clipped")  # columns
+METRICS = ("fd", "kid", "attr_tv", "swd", "mmd", "logp", "logp_data", "logp_gap", "moment_kl", "ode_err",
+           "clipped")  # columns
 PLOTTED = {"image": ("fd", "kid", "attr_tv"), "vector": ("swd", "mmd"), "oracle": ("moment_kl", "logp_gap"),
            "deterministic": ("ode_err",)}
 LOG_SCALE = ("fd", "swd", "moment_kl", "ode_err")  # positive metrics, plotted on a log axis

@@ -191,3 +191,10 @@ def test_ctrl_c_is_one_line_with_status_130(monkeypatch, capsys):
 
     monkeypatch.setitem(cli.COMMANDS, "sample", (cli.COMMANDS["sample"][0], interrupted))
     assert error_of(["sample"], capsys, status=130) == "scoregen: interrupted"
+
+
+def test_likelihood_says_a_latent_model_has_no_bound_yet(capsys):
+    with pytest.raises(SystemExit):
+        main(["likelihood", "--ckpt", str(SHIPPED / "cartoon.pt"), "--dataset", "cartoon", "-n", "2",
+              "--device", "cpu"])
+    assert "cartoon.pt is a latent diffusion model, whose likelihood" in capsys.readouterr().err
