@@ -14,6 +14,7 @@ _EXPORTS = {
     "sample": "samplers", "SampleResult": "samplers", "pf_ode_solution": "samplers",
     "optimize_grid": "tune", "METHODS": "samplers", "GRIDS": "samplers",
     "log_likelihood": "likelihood", "ddpm_bound": "likelihood", "bits_per_dim": "likelihood",
+    "latent_elbo": "likelihood",
     "QuantizedDataWarning": "quantization",
     "build_model": "nets", "LatentDiffusion": "nets",
     "TrainConfig": "checkpoint", "load_checkpoint": "checkpoint",

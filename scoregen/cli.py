@@ -328,11 +328,14 @@ def _run_tune_grid(args):
 
 
 def _add_likelihood(sub):
-    p = sub.add_parser("likelihood", help="bits/dim of held-out data: PF-ODE, DDPM bound, VAE ELBO and IWAE",
+    p = sub.add_parser("likelihood", help="bits/dim of held-out data: PF-ODE, DDPM bound, VAE ELBO and IWAE, and "
+                                          "the VAE with a diffusion prior",
                        description="Bits/dim of the held-out split under the given models, one convention "
                                    "(scoregen.likelihood): a table, and JSON with --out.")
-    p.add_argument("--ckpt", "--model", dest="ckpt", type=Path,
-                   help="eps-network: a checkpoint (e.g. scoregen/checkpoints/digits.pt) or a diffusers folder")
+    p.add_argument("--ckpt", "--model", dest="ckpt", type=Path, action="append",
+                   help="eps-network: a checkpoint (e.g. scoregen/checkpoints/digits.pt) or a diffusers folder; or a "
+                        "latent diffusion model (e.g. scoregen/checkpoints/cartoon.pt): its VAE with the "
+                        "diffusion prior, and its VAE alone unless --vae-ckpt is given. Give it twice for one of each")
     p.add_argument("--vae-ckpt", type=Path, help="VAE checkpoint, e.g. scoregen/checkpoints/digits-vae.pt")
     p.add_argument("--dataset", default="digits", help="data set name (default: digits)")
     _add_dataset_options(p)
@@ -343,6 +346,10 @@ def _add_likelihood(sub):
     p.add_argument("--bound-steps", type=_count(2), default=1000, help="K of the DDPM bound (default: 1000)")
     p.add_argument("--sample-steps", type=_count(1), help="importance-sample this many of the K steps (default: all)")
     p.add_argument("--iwae-k", type=_count(1), default=100, help="samples of the IWAE bound (default: 100)")
+    p.add_argument("--prior-k", type=_count(1), default=16,
+                   help="samples of the IWAE bound with the diffusion prior, one PF-ODE solve each (default: 16)")
+    p.add_argument("--prior-divergence", choices=("exact", "hutchinson"), default="exact",
+                   help="the diffusion prior's divergence: exact (a bound) or hutchinson (an estimate; default: exact)")
     p.add_argument("--batch-size", type=_count(1), default=512,
                    help="points per solve or model call, each chunk of them seeded from --seed and its index: the "
                         "unit that torchrun's processes share (default: 512)")
@@ -365,21 +372,28 @@ def _run_likelihood(args):
         check_writable(args.out)
     data = load_dataset(args.dataset, **dataset_options(args))
     names = {"eps": "--ckpt", "vae": "--vae-ckpt"}
-    eps = load_checked(args.ckpt, "eps", device=args.device, names=names) if args.ckpt else None
-    if eps is not None and hasattr(eps.model, "to_data"):
-        raise ValueError(f"--ckpt {args.ckpt} is a latent diffusion model, whose likelihood (its VAE with the "
-                         "diffusion prior) is not computed yet; give a pixel-space eps-network, or its VAE as "
-                         "--vae-ckpt")
-    vae = load_checked(args.vae_ckpt, "vae", device=args.device, names=names).model if args.vae_ckpt else None
-    diffusion = {} if eps is None else dict(eps_model=eps.model, sde=eps.sde,
-                                            t_min=eps.info.t_min if args.t_min is None else args.t_min)
-    device, x = next((eps.model if eps else vae).parameters()).device, data.test[:args.n]
+    eps = latent = None
+    for path in args.ckpt or ():
+        loaded = load_checked(path, "eps", device=args.device, names=names)
+        kind = "latent diffusion" if hasattr(loaded.model, "to_data") else "pixel-space"
+        if (latent if kind == "latent diffusion" else eps) is not None:
+            raise ValueError(f"--ckpt is given two {kind} models (the second: {path}); give at most one of each")
+        eps, latent = (eps, loaded) if kind == "latent diffusion" else (loaded, latent)
+    vae = load_checked(args.vae_ckpt, "vae", device=args.device, names=names).model if args.vae_ckpt else \
+        latent.model.vae if latent else None
+    models = {} if eps is None else dict(eps_model=eps.model, sde=eps.sde,
+                                         t_min=eps.info.t_min if args.t_min is None else args.t_min)
+    if latent:
+        models.update(latent=latent.model, latent_sde=latent.sde, latent_t_min=latent.info.t_min,
+                      prior_k=args.prior_k, prior_divergence=args.prior_divergence)
+    first = (eps or latent).model if eps or latent else vae
+    device, x = next(first.parameters()).device, data.test[:args.n]
     parts = distributed.map_chunks(
         lambda start, size, g: likelihood_points(x[start:start + size], levels=data.levels, vae=vae,
                                                  divergence=args.divergence, probes=args.probes,
                                                  bound_steps=args.bound_steps, sample_steps=args.sample_steps,
                                                  iwae_k=args.iwae_k, batch_size=args.batch_size, generator=g,
-                                                 **diffusion),
+                                                 **models),
         x.shape[0], args.batch_size, seed=args.seed, device=device, what="likelihoods")
     if parts is None:  # a rank other than 0 of a torchrun
         return

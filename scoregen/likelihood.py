@@ -320,6 +320,68 @@ def ddpm_bound(eps_model, sde: VPSDE, x: torch.Tensor, *, levels: int | None = N
                             diffusion_se=se, nfe=s + 1, dim=dim)
 
 
+# --- the VAE with a diffusion prior --------------------------------------------------------------
+@dataclass
+class LatentBound:
+    """The bound of a VAE with a diffusion prior, per sample, nats (``latent_elbo``)."""
+    logp: torch.Tensor   # [n] the k-sample bound on log P(x) (log p(x) for a continuous decoder)
+    k: int               # draws of z per point: decoder calls per point
+    nfe: float           # prior eps-network calls per point: the ODE solves' calls summed over the k draws
+    dim: int             # D, for bits/dim
+
+    @property
+    def bpd(self) -> torch.Tensor:
+        """[n] bits/dim of the bound (a discrete log-probability for a discretised decoder)."""
+        return bits_per_dim(self.logp, self.dim)
+
+
+def latent_elbo(vae, prior_eps_model, sde: VPSDE, x: torch.Tensor, *, k: int = 1, shift=None, scale=None,
+                divergence: str = "exact", probes: int = 1, probe: str = "rademacher", solver: str = "dopri5",
+                rtol: float = 1e-5, atol: float = 1e-5, t_min: float = T_MIN, chunk: int = 64,
+                generator: torch.Generator | None = None) -> LatentBound:
+    """The bound of a VAE whose prior on z is a diffusion model (Vahdat, Kreis & Kautz 2021, LSGM, eq. 2), in
+    its importance-weighted form (Burda et al. 2016; k = 1 is the ELBO):
+
+        log p(x) >= E_{z_1..k ~ q(z | x)} log (1/k) sum_i p(x | z_i) p_prior(z_i) / q(z_i | x),
+        log p_prior(z) = log p_{t_min}(u) - sum_j log scale_j,   u = (z - shift) / scale,
+
+    ``log p_{t_min}(u)`` the PF-ODE log-density of ``prior_eps_model`` on the standardised codes
+    (``log_likelihood``), the second term the Jacobian of the standardisation. The PF-ODE maps N(0, I) at
+    t = 1 to a density on u by an invertible flow whatever the network is, so the bound holds for the
+    model whose prior that density is, up to the solver's error. ``p(x | z)`` is the VAE's own decoder: a
+    discretised one gives a bound on the discrete ``log P(x)`` (no dequantisation term), a continuous one a
+    bound on a density (dequantise quantised data first), as for ``vae.elbo`` and ``vae.iwae``.
+
+    Args:
+        vae: a ``nets.vae.VAE``; its ``iwae`` draws z and weighs them (``log_prior`` replaces N(0, I)).
+        prior_eps_model: the eps-network on u, e.g. a ``nets.LatentDiffusion``, trained with ``sde``.
+        x: data [n, *vae.shape].
+        k: draws of z per point.
+        shift, scale: the standardisation ``z = shift + scale u`` (tensors [z_dim] or floats); by default
+            ``prior_eps_model``'s ``shift`` and ``scale`` buffers (a ``LatentDiffusion``), else 0 and 1.
+        divergence, probes, probe, solver, rtol, atol, t_min: of ``log_likelihood``. Exact divergence (z_dim
+            backward passes per call) gives a bound; Hutchinson an unbiased estimate of the ELBO (k = 1) but,
+            for k > 1, the noise inside the log-mean-exp biases the estimate upward: no longer a bound.
+        chunk: draws per point decoded and solved together.
+    """
+    shift = getattr(prior_eps_model, "shift", 0.0) if shift is None else shift
+    scale = getattr(prior_eps_model, "scale", 1.0) if scale is None else scale
+    shift, scale = (torch.as_tensor(v, dtype=x.dtype, device=x.device).expand(vae.z_dim) for v in (shift, scale))
+    if not bool((scale > 0).all()):
+        raise ValueError("scale must be positive in every dimension")
+    log_det, nfe = scale.log().sum(), []
+
+    def log_prior(z: torch.Tensor) -> torch.Tensor:
+        res = log_likelihood(prior_eps_model, sde, (z - shift) / scale, divergence=divergence, probes=probes,
+                             probe=probe, solver=solver, rtol=rtol, atol=atol, t_min=t_min, generator=generator)
+        nfe.append(res.nfe * z.shape[0] / x.shape[0])                  # calls x draws per point of this chunk
+        return res.logp.to(z) - log_det
+
+    with torch.no_grad():
+        logp = vae.iwae(x, k, generator, chunk=chunk, log_prior=log_prior)
+    return LatentBound(logp=logp, k=int(k), nfe=sum(nfe), dim=vae.dim)
+
+
 # --- one table for every model -------------------------------------------------------------------
 def likelihood_table(x: torch.Tensor, **kwargs) -> list[dict]:
     """Bits/dim of held-out data ``x`` under every model given, one convention (module docstring):
@@ -328,7 +390,9 @@ def likelihood_table(x: torch.Tensor, **kwargs) -> list[dict]:
       likelihood through dequantisation; exact for continuous data) and the DDPM bound on ``bound_steps``
       uniform steps (all, or ``sample_steps`` importance-sampled ones; discretised decoder);
     - ``vae`` (``scoregen.nets.vae.VAE``): its ELBO and IWAE-``iwae_k`` bounds, of dequantised x when
-      its decoder is continuous and the data are quantised.
+      its decoder is continuous and the data are quantised;
+    - ``latent`` (a ``nets.LatentDiffusion``) and ``latent_sde``: its VAE with the diffusion prior
+      (``latent_elbo``), the ELBO and the IWAE-``prior_k`` bound, the prior's divergence ``prior_divergence``.
 
     Takes ``likelihood_points``' arguments. Returns rows ``{model, quantity, kind ("exact" | "bound"), bpd
     (mean over points), se (its standard error over the points), se_probes (over Hutchinson probes, when
@@ -341,14 +405,17 @@ def likelihood_table(x: torch.Tensor, **kwargs) -> list[dict]:
 def likelihood_points(x: torch.Tensor, *, levels: int | None = None, eps_model=None, sde: VPSDE | None = None,
                       vae=None, divergence: str = "hutchinson", probes: int = 1, t_min: float = T_MIN,
                       rtol: float = 1e-5, atol: float = 1e-5, bound_steps: int = 1000,
-                      sample_steps: int | None = None, iwae_k: int = 100, batch_size: int = 512,
+                      sample_steps: int | None = None, iwae_k: int = 100, latent=None,
+                      latent_sde: VPSDE | None = None, latent_t_min: float = T_MIN, prior_k: int = 16,
+                      prior_divergence: str = "exact", batch_size: int = 512,
                       generator: torch.Generator | None = None, device=None) -> list[dict]:
     """``likelihood_table``'s rows before the mean over the points: each holds its points' ``bpd`` [n] (the
     PF-ODE's row: ``logp`` [probes, n] in nats instead), ``nfe`` per point and ``seconds``, so that the parts
     of several chunks of points (``distributed.map_chunks``) make one table (``likelihood_rows``).
     ``batch_size``: points per ODE solve and VAE call, (point, step) pairs per call of the DDPM bound."""
-    check_sizes(batch_size=batch_size, iwae_k=iwae_k)
-    _, x = _counted_model(eps_model if eps_model is not None else vae, sde, x, device)
+    check_sizes(batch_size=batch_size, iwae_k=iwae_k, prior_k=prior_k)
+    check_choice("prior_divergence", prior_divergence, DIVERGENCES)
+    _, x = _counted_model(next(m for m in (eps_model, vae, latent) if m is not None), sde, x, device)
     parts, dim, batches = [], x[0].numel(), x.split(batch_size)
     if eps_model is not None:
         if sde is None:
@@ -382,6 +449,23 @@ def likelihood_points(x: torch.Tensor, *, levels: int | None = None, eps_model=N
             parts.append(dict(model="VAE", quantity=quantity, kind="bound",
                               bpd=bits_per_dim(torch.cat(logp), dim, deq).cpu(), nfe=k,
                               seconds=time.perf_counter() - start))
+    if latent is not None:
+        if latent_sde is None:
+            raise ValueError("likelihood_table needs latent_sde, the sde of the latent diffusion model")
+        deq = levels if latent.vae.levels is None else None
+        how = "exact div." if prior_divergence == "exact" else "Hutchinson"
+        for quantity, k in (("ELBO", 1), (f"IWAE (k={prior_k})", prior_k)):
+            start, logp, nfe = time.perf_counter(), [], []
+            for xb in batches:
+                xb = xb.to(latent.shift.device)
+                xb = xb if deq is None else dequantize(xb, deq, generator=generator)
+                res = latent_elbo(latent.vae, latent, latent_sde, xb, k=k, divergence=prior_divergence, rtol=rtol,
+                                  atol=atol, t_min=latent_t_min, generator=generator)
+                logp.append(res.logp)
+                nfe.append(res.nfe * xb.shape[0])
+            parts.append(dict(model="VAE + diffusion prior", quantity=f"{quantity}, PF-ODE prior ({how})",
+                              kind="bound", bpd=bits_per_dim(torch.cat(logp), dim, deq).cpu(),
+                              nfe=sum(nfe) / x.shape[0], seconds=time.perf_counter() - start))
     return parts
 
 

@@ -145,12 +145,13 @@ class VAE(nn.Module):
         log_px_z, kl = self._terms(x, self._noise(x.shape[0], x, generator))
         return log_px_z - kl
 
-    def iwae(self, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
-             chunk: int = 64) -> torch.Tensor:
+    def iwae(self, x: torch.Tensor, k: int, generator: torch.Generator | None = None, chunk: int = 64,
+             log_prior=None) -> torch.Tensor:
         """The importance-weighted bound (Burda et al. 2016) ``log (1/k) sum_i p(x, z_i) / q(z_i | x)`` [n], nats.
 
         ``z_i ~ q(z | x)`` i.i.d.; rises towards ``log p(x)`` as k grows; k = 1 is the ELBO with a Monte
-        Carlo KL. Decodes ``chunk`` draws per sample at a time.
+        Carlo KL. Decodes ``chunk`` draws per sample at a time. ``log_prior``: a callable ``z [m, z_dim] ->
+        log p(z) [m]`` that replaces the N(0, I) prior (``scoregen.likelihood.latent_elbo``'s diffusion prior).
         """
         if int(k) != k or k < 1:
             raise ValueError(f"k must be a positive integer; got {k!r}")
@@ -164,8 +165,11 @@ class VAE(nn.Module):
             z = mu + std * eps                                                      # [kc, n, z_dim]
             mean = self.decode(z.flatten(0, 1))
             log_px_z = self.log_px_given_z(x.expand((kc,) + x.shape).flatten(0, 1), mean).view(kc, -1)
-            # log p(z) - log q(z | x); the 2 pi constants cancel
-            log_pz_qz = -0.5 * (z ** 2 - eps ** 2 - log_var).sum(-1)
+            if log_prior is None:  # log N(z; 0, I) - log q(z | x); the 2 pi constants cancel
+                log_pz_qz = -0.5 * (z ** 2 - eps ** 2 - log_var).sum(-1)
+            else:
+                log_q = -0.5 * (eps ** 2 + log_var + math.log(2 * math.pi)).sum(-1)
+                log_pz_qz = log_prior(z.flatten(0, 1)).view(kc, -1).to(log_q) - log_q
             log_w.append(log_px_z + log_pz_qz)
         return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)
 
