@@ -118,7 +118,7 @@ def model_config_for(model: dict, dataset: str, shape: tuple[int, ...]) -> dict:
     return {**model, "preset": dataset} if set(model) == {"arch"} else dict(model)
 
 
-LATENT_NET = {"arch": "mlp", "hidden": 256, "depth": 4}  # latent diffusion's default eps-network
+LATENT_NET = {"arch": "mlp", "hidden": 256, "depth": 4, "norm": True}  # latent diffusion's default eps-network
 
 
 def _latent_config(model: dict, shape: tuple[int, ...]) -> dict:

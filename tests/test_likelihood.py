@@ -325,6 +325,12 @@ def test_adaptive_solves_name_a_non_finite_model_instead_of_underflow_in_dt():
                                              r"adaptive ODE solve"):
             sg.sample(nan_late, SDE, (4, 2), "ode", solver=solver, dtype=torch.float64)
 
+    def runaway(x, t):                 # eps = c x with c >> sigma: the forward drift grows x until it overflows
+        return 1e4 * x
+    with pytest.raises(ValueError, match=r"its input x_t had NaN/inf .*: the solve diverged where the network "
+                                         r"extrapolates"):
+        log_likelihood(runaway, SDE, torch.randn(2, 2, generator=torch.Generator().manual_seed(0)))
+
     def kink(x, t):                    # finite values, NaN gradient: the divergence is NaN
         return mix.eps(x, t, SDE) + (x - x.detach()).abs().sqrt()
     with pytest.raises(ValueError, match="the divergence of the PF-ODE drift is non-finite at t=0.001: eps_model's "

@@ -56,6 +56,22 @@ def test_mlp_shapes_zero_init_and_time_dependence():
         torch.testing.assert_close(eps[2:3], model(x[2:3], t[2:3]))
 
 
+def test_a_normalised_mlp_is_bounded_far_from_the_data_and_a_plain_one_grows_linearly():
+    """``norm=True``: LayerNorm is scale-invariant, so eps(c x) tends to a limit as c grows; without it eps
+    grows like c (SiLU is linear at +inf), the slope that lets a PF-ODE solve from an atypical code diverge."""
+    torch.manual_seed(0)
+    x, t = torch.randn(4, 3, dtype=torch.float64), torch.full((4,), 0.9, dtype=torch.float64)
+    with torch.no_grad():
+        normed, plain = (randomise_output(MLP(3, hidden=32, depth=2, norm=n).double()) for n in (True, False))
+        far, farther = normed(1e4 * x, t), normed(1e6 * x, t)
+        torch.testing.assert_close(far, farther, rtol=1e-3, atol=1e-3)
+        assert far.abs().max() < 10
+        ratio = plain(1e6 * x, t).norm(dim=1) / plain(1e4 * x, t).norm(dim=1)
+        torch.testing.assert_close(ratio, torch.full_like(ratio, 100.0), rtol=1e-2, atol=0)
+        assert normed(x, t).shape == (4, 3) and len(normed.norms) == 3
+        assert set(plain.state_dict()) < set(normed.state_dict())   # norm=False checkpoints keep their keys
+
+
 def test_cifar32_is_ddpm_cifar10_size():
     """Ho et al. (2020) report 35.7M parameters for the CIFAR-10 model; this is the count of their code."""
     n = sum(p.numel() for p in build_model({"preset": "cifar32"}).parameters())

@@ -86,7 +86,8 @@ class ProbabilityFlow:
         x = self.scale(t) * y
         eps = self.model.eps(x, t)
         if self.check_finite and not bool(torch.isfinite(eps).all()):
-            where = "" if bool(torch.isfinite(x).all()) else f"; its input x_t had NaN/inf ({_first_bad(x)})"
+            where = "" if bool(torch.isfinite(x).all()) else (f"; its input x_t had NaN/inf ({_first_bad(x)}): "
+                                                          "the solve diverged where the network extrapolates")
             raise ValueError(f"eps_model returned NaN/inf at t={float(t):.4g} during the adaptive ODE solve "
                              f"({_first_bad(eps)}){where}")
         if self.variable == "edm":
