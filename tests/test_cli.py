@@ -193,16 +193,20 @@ def test_ctrl_c_is_one_line_with_status_130(monkeypatch, capsys):
     assert error_of(["sample"], capsys, status=130) == "scoregen: interrupted"
 
 
-def test_likelihood_of_a_latent_model_is_its_vae_with_and_without_the_diffusion_prior(tmp_path):
-    """cartoon.pt: the rows of its own VAE (N(0, I) prior) and of the VAE with the diffusion prior, IWAE below ELBO
-    and the diffusion prior below (better than) N(0, I); two latent models at once are refused."""
-    main(["likelihood", "--ckpt", str(SHIPPED / "cartoon.pt"), "--dataset", "cartoon", "-n", "4", "--prior-k", "2",
-          "--iwae-k", "2", "--prior-divergence", "hutchinson", "--device", "cpu", "--out", str(tmp_path / "ll.json")])
+def test_likelihood_of_the_face_models_puts_pixels_latents_and_the_vae_in_one_table(tmp_path):
+    """cartoon-pixel.pt and cartoon.pt: the pixel model's PF-ODE and DDPM rows, the latent model's own VAE (N(0, I)
+    prior) and that VAE with the diffusion prior; IWAE below ELBO, the diffusion prior below (better than) N(0, I),
+    the pixel model best, as in the README's table; two latent models at once are refused."""
+    main(["likelihood", "--ckpt", str(SHIPPED / "cartoon-pixel.pt"), "--ckpt", str(SHIPPED / "cartoon.pt"),
+          "--dataset", "cartoon", "-n", "4", "--bound-steps", "100", "--prior-k", "2", "--iwae-k", "2",
+          "--prior-divergence", "hutchinson", "--device", "cpu", "--out", str(tmp_path / "ll.json")])
     rows = {(r["model"], r["quantity"]): r for r in json.loads((tmp_path / "ll.json").read_text())}
-    assert len(rows) == 4
+    assert len(rows) == 6
     vae, prior = rows["VAE", "ELBO"]["bpd"], rows["VAE + diffusion prior", "ELBO, PF-ODE prior (Hutchinson)"]
     assert 4 < prior["bpd"] < vae < 6 and prior["nfe"] > 20
     assert rows["VAE + diffusion prior", "IWAE (k=2), PF-ODE prior (Hutchinson)"]["bpd"] < prior["bpd"]
+    pf_ode, ddpm = rows["diffusion", "PF-ODE (Hutchinson x1, t_min=0.001)"], rows["diffusion", "DDPM bound (K=100)"]
+    assert pf_ode["bpd"] < ddpm["bpd"] < prior["bpd"] and ddpm["nfe"] == 100
     with pytest.raises(ValueError, match="--ckpt is given two latent diffusion models"):
         main(["--debug", "likelihood", "--ckpt", str(SHIPPED / "cartoon.pt"), "--ckpt", str(SHIPPED / "cartoon.pt"),
               "--dataset", "cartoon", "--device", "cpu"])

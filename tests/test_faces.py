@@ -58,10 +58,20 @@ def test_the_shipped_face_models_are_one_vae():
     assert latent.info.shape == (64,) and latent.model.codes == "draw"
     ours, theirs = latent.model.vae.state_dict(), vae.model.state_dict()
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
-    assert all(shipped_checkpoint(n).stat().st_size <= 5e6 for n in ("cartoon.pt", "cartoon-vae.pt"))
+    sizes = [shipped_checkpoint(n).stat().st_size for n in ("cartoon.pt", "cartoon-vae.pt", "cartoon-pixel.pt")]
+    assert max(sizes) <= 5e6 and sum(sizes) <= 10e6
 
 
-@pytest.mark.parametrize("name, shape", [("vae_cartoon32", (3, 32, 32)), ("vae_cartoon64", (3, 64, 64)),
+def test_the_shipped_pixel_face_model_is_its_committed_config():
+    """cartoon-pixel.pt, the faces' pixel-space eps U-Net of the likelihood table: configs/cartoon32.json."""
+    path = shipped_checkpoint("cartoon-pixel.pt")
+    loaded, committed = load_model(path, device="cpu"), json.loads((CONFIGS / "cartoon32.json").read_text())
+    assert loaded.info.config.model == committed["model"] and loaded.info.shape == (3, 32, 32)
+    assert read_checkpoint(path)["step"] == committed["steps"] and loaded.info.t_min == committed["t_min"]
+
+
+@pytest.mark.parametrize("name, shape", [("vae_cartoon32", (3, 32, 32)), ("cartoon32", (3, 32, 32)),
+                                         ("vae_cartoon64", (3, 64, 64)),
                                          ("cartoon64", (3, 64, 64))])
 def test_the_committed_face_configs_build_the_models_they_name(name, shape):
     """The CPU face VAE, and the seed's pixel-space pair for a GPU: its VAE (four stride-2 convs, z_dim 512, the
