@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 import scoregen as sg
-from scoregen.nets import build_model
+from scoregen.models.nets import build_model
 
 HERE = Path(__file__).parent
 DIGITS = Path(sg.__file__).parent / "checkpoints" / "digits.pt"

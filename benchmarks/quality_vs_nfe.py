@@ -30,12 +30,12 @@ from pathlib import Path
 import torch
 
 import scoregen as sg
-from scoregen import reference
+from scoregen.samplers import reference
 from scoregen.data import load_dataset
-from scoregen.features import FeatureNet, default_cache_dir
-from scoregen.metrics import frechet_distance, half_sampling_std, ode_err
-from scoregen.models import load_checked, shipped_checkpoint
-from scoregen.tune import grid_for
+from scoregen.evaluation.features import FeatureNet, default_cache_dir
+from scoregen.evaluation.metrics import frechet_distance, half_sampling_std, ode_err
+from scoregen.models.loading import load_checked, shipped_checkpoint
+from scoregen.evaluation.tune import grid_for
 
 HERE = Path(__file__).resolve().parent
 NFES = (5, 10, 20)

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 import scoregen as sg
-from scoregen.nets import PRESETS, build_model
+from scoregen.models.nets import PRESETS, build_model
 from scoregen.samplers.common import Model
 from scoregen.samplers.ode import ProbabilityFlow
 

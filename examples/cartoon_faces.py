@@ -20,10 +20,10 @@ import torch
 
 import scoregen as sg
 from scoregen.data.cartoon import ATTRIBUTES
-from scoregen.features import FeatureNet
-from scoregen.metrics import attribute_tv, frechet_distance, label_frequencies
-from scoregen.models import shipped_checkpoint
-from scoregen.outputs import tile, write_atomic
+from scoregen.evaluation.features import FeatureNet
+from scoregen.evaluation.metrics import attribute_tv, frechet_distance, label_frequencies
+from scoregen.models.loading import shipped_checkpoint
+from scoregen.runtime.outputs import tile, write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 import scoregen as sg
-from scoregen import reference
+from scoregen.samplers import reference
 
 
 def train(steps: int, batch_size: int, seed: int):

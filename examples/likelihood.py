@@ -18,7 +18,7 @@ import torch
 
 import scoregen as sg
 from scoregen.data import preset
-from scoregen.likelihood import bits_per_dim, likelihood_table, markdown_table
+from scoregen.evaluation.likelihood import bits_per_dim, likelihood_table, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 

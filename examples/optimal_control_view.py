@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt
 import torch
 
 import scoregen as sg
-from scoregen.control import (
+from scoregen.evaluation.control import (
     control_cost,
     gaussian_endpoint,
     hjb_residual,
@@ -40,7 +40,7 @@ from scoregen.control import (
     simulate,
 )
 from scoregen.data import GaussianMixture, gaussian, preset
-from scoregen.metrics import gaussian_kl, sliced_wasserstein
+from scoregen.evaluation.metrics import gaussian_kl, sliced_wasserstein
 
 FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
 T_MIN = 1e-5  # PF-ODE start time: the oracle's eps is exact down to t = 0, so take t_min far below training's 1e-3

@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 
 import scoregen as sg
-from scoregen.checkpoint import TrainConfig, load_checkpoint
-from scoregen.likelihood import bits_per_dim, ddpm_bound
-from scoregen.metrics import floor, sample_metrics
-from scoregen.outputs import tile
-from scoregen.train import train
+from scoregen.models.checkpoint import TrainConfig, load_checkpoint
+from scoregen.evaluation.likelihood import bits_per_dim, ddpm_bound
+from scoregen.evaluation.metrics import floor, sample_metrics
+from scoregen.runtime.outputs import tile
+from scoregen.models.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

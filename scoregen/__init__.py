@@ -8,6 +8,15 @@ from importlib import import_module
 
 __version__ = "0.1.0"
 
+# the modules by their short names (``sg.likelihood``, ``sg.train``): where each lives in the layout
+_SUBMODULES = {
+    "sde": "core.sde", "quantization": "core.quantization", "data": "data", "samplers": "samplers",
+    "reference": "samplers.reference", "nets": "models.nets", "checkpoint": "models.checkpoint",
+    "models": "models", "adapters": "models.adapters", "train": "models.train", "zoo": "models.zoo",
+    "likelihood": "evaluation.likelihood", "metrics": "evaluation.metrics", "features": "evaluation.features",
+    "control": "evaluation.control", "tune": "evaluation.tune", "compare": "evaluation.compare",
+    "outputs": "runtime.outputs", "distributed": "runtime.distributed",
+}
 _EXPORTS = {
     "VPSDE": "sde", "T_MIN": "sde",
     "GaussianMixture": "data", "load_dataset": "data", "Dataset": "data",
@@ -20,15 +29,12 @@ _EXPORTS = {
     "TrainConfig": "checkpoint", "load_checkpoint": "checkpoint",
     "load_model": "models", "wrap": "adapters",
 }
-_SUBMODULES = ("sde", "data", "nets", "samplers", "likelihood", "metrics", "features", "control", "train",
-               "checkpoint", "compare", "outputs", "quantization", "tune", "models", "adapters", "reference",
-               "distributed")
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name):
     if name in _EXPORTS:
-        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        return getattr(import_module(f".{_SUBMODULES[_EXPORTS[name]]}", __name__), name)
     if name in _SUBMODULES:
-        return import_module(f".{name}", __name__)
+        return import_module(f".{_SUBMODULES[name]}", __name__)
     raise AttributeError(f"module 'scoregen' has no attribute {name!r}")

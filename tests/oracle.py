@@ -6,7 +6,7 @@ import math
 import torch
 
 from scoregen.data.gmm import gaussian, preset
-from scoregen.sde import VPSDE
+from scoregen.core.sde import VPSDE
 
 F64 = torch.float64
 SDE = VPSDE()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from scoregen.cli import main, parse_steps
+from scoregen.app.cli import main, parse_steps
 
 SHIPPED = Path(str(resources.files("scoregen") / "checkpoints"))
 
@@ -171,7 +171,7 @@ def test_an_unwritable_destination_fails_before_any_work(tmp_path, capsys, argv)
 
 
 def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
-    from scoregen import outputs
+    from scoregen.runtime import outputs
 
     def full_disk(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -184,7 +184,7 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
 
 
 def test_ctrl_c_is_one_line_with_status_130(monkeypatch, capsys):
-    from scoregen import cli
+    from scoregen.app import cli
 
     def interrupted(args):
         raise KeyboardInterrupt

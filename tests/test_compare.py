@@ -6,15 +6,15 @@ import math
 import pytest
 import torch
 
-import scoregen.compare as compare_module
-from scoregen.checkpoint import TrainConfig, save_checkpoint
-from scoregen.cli import main
-from scoregen.compare import CompareSettings, compare
+import scoregen.evaluation.compare as compare_module
+from scoregen.models.checkpoint import TrainConfig, save_checkpoint
+from scoregen.app.cli import main
+from scoregen.evaluation.compare import CompareSettings, compare
 from scoregen.data import load_dataset
-from scoregen.features import FeatureNet
-from scoregen.metrics import attribute_tv, frechet_distance
-from scoregen.nets import build_model
-from scoregen.sde import VPSDE
+from scoregen.evaluation.features import FeatureNet
+from scoregen.evaluation.metrics import attribute_tv, frechet_distance
+from scoregen.models.nets import build_model
+from scoregen.core.sde import VPSDE
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +209,7 @@ class _FakeInception(torch.nn.Module):
 
 @pytest.mark.filterwarnings("ignore:`torch.jit")
 def test_inception_weights_on_disk_give_the_frechet_distance_in_their_space(tmp_path):
-    from scoregen.features import InceptionFeatures
+    from scoregen.evaluation.features import InceptionFeatures
     torch.jit.script(_FakeInception()).save(str(tmp_path / "inception.pt"))
     with pytest.raises(FileNotFoundError, match="inception_path"):
         compare(CompareSettings("digits", checkpoint=_zero_unet(tmp_path / "ckpt.pt"),

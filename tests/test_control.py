@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import scoregen as sg
-from scoregen.control import (
+from scoregen.evaluation.control import (
     control_cost,
     gaussian_endpoint,
     hjb_residual,
@@ -20,7 +20,7 @@ from scoregen.control import (
     simulate,
 )
 from scoregen.data import GaussianMixture, gaussian, preset
-from scoregen.metrics import gaussian_kl, sliced_wasserstein
+from scoregen.evaluation.metrics import gaussian_kl, sliced_wasserstein
 
 F64 = torch.float64
 E1 = torch.tensor([1.0, 0.0], dtype=F64)

@@ -370,7 +370,7 @@ def test_float_labels_must_be_whole_numbers(tmp_path):
 
 
 def test_npz_floats_on_a_grid_warn_without_levels_and_must_fit_the_levels_given(tmp_path):
-    from scoregen.quantization import QuantizedDataWarning
+    from scoregen.core.quantization import QuantizedDataWarning
 
     k = np.random.default_rng(0).integers(0, 17, (40, 1, 8, 8))
     np.savez(tmp_path / "q.npz", x=k / 8 - 1)                               # digits-like, saved as floats

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 import scoregen as sg
-from scoregen import distributed
-from scoregen.checkpoint import TrainConfig, read_checkpoint
-from scoregen.cli import main
-from scoregen.train import train
+from scoregen.runtime import distributed
+from scoregen.models.checkpoint import TrainConfig, read_checkpoint
+from scoregen.app.cli import main
+from scoregen.models.train import train
 
 DIGITS = str(Path(sg.__file__).parent / "checkpoints" / "digits.pt")
 TIMEOUT = 180
@@ -98,7 +98,7 @@ def test_the_torchrun_launcher(tmp_path):
 FAILING = """
 import os, signal, sys
 from scoregen import samplers
-from scoregen.cli import main
+from scoregen.app.cli import main
 
 def fail(*args, **kwargs):
     if {mode!r} == "kill":

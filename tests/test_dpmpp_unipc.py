@@ -166,7 +166,7 @@ class TinyNet(torch.nn.Module):
 
 def diffusers_diff(name, config, options, steps, x1, eps_model):
     """max |ours - diffusers'| from the prior draws x1, on reference.grid of diffusers' scheduler."""
-    reference = pytest.importorskip("scoregen.reference")
+    reference = pytest.importorskip("scoregen.samplers.reference")
     pytest.importorskip("diffusers")
     config = dict(config)
     if not config.pop("corrector", True):
@@ -197,7 +197,7 @@ def test_sde_variant_equals_diffusers_sde_dpmsolver_draw_for_draw(order, steps):
     """eta = 1 is algorithm_type "sde-dpmsolver++" given the same float32 draws: diffusers draws its noise in
     step(generator=) after the network call, as we do. (Order 3 is not compared: our 3M weighs D2 by Taylor's
     2 phi3, see samplers/dpmpp.py; diffusers' 3M SDE step differs again, +0.5 where k-diffusion has -0.5.)"""
-    reference = pytest.importorskip("scoregen.reference")
+    reference = pytest.importorskip("scoregen.samplers.reference")
     pytest.importorskip("diffusers")
     sched = reference.scheduler("dpmpp", SDE, steps, algorithm_type="sde-dpmsolver++", solver_order=order)
     net, g = TinyNet(), gen()
@@ -214,10 +214,10 @@ def test_at_10_nfe_tuned_grids_beat_diffusers_dpmsolver_on_the_exact_logp_gap():
     default timesteps, uniform in t) has logp_gap -0.290 (ours on its times equal it: test_equals_diffusers), the
     PF-ODE itself -0.016; DPM-Solver++(2M) and UniPC on grids tuned to the model (``optimize_grid``, on other
     draws) -0.068 and -0.056: 4-5x closer to the exact flow's samples in E log p."""
-    reference = pytest.importorskip("scoregen.reference")
+    reference = pytest.importorskip("scoregen.samplers.reference")
     pytest.importorskip("diffusers")
-    from scoregen.metrics import oracle_metrics
-    from scoregen.tune import optimize_grid
+    from scoregen.evaluation.metrics import oracle_metrics
+    from scoregen.evaluation.tune import optimize_grid
 
     eps = GMM.eps_model(SDE)
     x1 = torch.randn(4000, 2, generator=gen(1), dtype=F64)
@@ -232,7 +232,7 @@ def test_at_10_nfe_tuned_grids_beat_diffusers_dpmsolver_on_the_exact_logp_gap():
 
 
 def test_reference_maps_timestep_k_to_t_k_plus_1_over_n():
-    reference = pytest.importorskip("scoregen.reference")
+    reference = pytest.importorskip("scoregen.samplers.reference")
     pytest.importorskip("diffusers")
     sched = reference.scheduler("unipc", SDE, 10)
     t = reference.grid(sched)

@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from scoregen.checkpoint import TrainConfig, read_checkpoint
-from scoregen.cli import main
+from scoregen.models.checkpoint import TrainConfig, read_checkpoint
+from scoregen.app.cli import main
 from scoregen.data.cartoon import render_faces, sample_attributes
-from scoregen.models import load_model, shipped_checkpoint
-from scoregen.nets import PRESETS, LatentDiffusion, build_model
-from scoregen.nets.vae import PRESETS as VAE_PRESETS
-from scoregen.train import model_config_for
+from scoregen.models.loading import load_model, shipped_checkpoint
+from scoregen.models.nets import PRESETS, LatentDiffusion, build_model
+from scoregen.models.nets.vae import PRESETS as VAE_PRESETS
+from scoregen.models.train import model_config_for
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import scoregen as sg
-from scoregen.nets import build_model
+from scoregen.models.nets import build_model
 from scoregen.samplers import choices
 from scoregen.samplers.ode import FIXED
 

@@ -11,7 +11,7 @@ from scoregen.samplers.common import Model
 from scoregen.samplers.grids import sampling_grid
 from scoregen.samplers.heun import sample_heun
 from scoregen.samplers.pc import sample_pc
-from scoregen.sde import VPSDE
+from scoregen.core.sde import VPSDE
 
 from oracle import F64, GAUSS, GMM, N, SDE, distance, exact_flow, gen, rms
 

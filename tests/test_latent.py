@@ -5,14 +5,14 @@ import torch
 from oracle import GMM, SDE, N, distance, gen
 
 import scoregen as sg
-from scoregen.checkpoint import TrainConfig, read_checkpoint
+from scoregen.models.checkpoint import TrainConfig, read_checkpoint
 from scoregen.data import load_dataset
 from scoregen.data.gmm import GaussianMixture
-from scoregen.models import load_model, model_for, shipped_checkpoint, with_dtype
-from scoregen.nets import LatentDiffusion
-from scoregen.nets.vae import linear_vae
+from scoregen.models.loading import load_model, model_for, shipped_checkpoint, with_dtype
+from scoregen.models.nets import LatentDiffusion
+from scoregen.models.nets.vae import linear_vae
 from scoregen.samplers import METHODS
-from scoregen.train import train
+from scoregen.models.train import train
 
 W, B = torch.tensor([[1.5, 0.4], [-0.3, 0.8]]), torch.tensor([0.2, -0.1])   # the decoder x = W z + B
 SHIFT, SCALE = torch.tensor([0.5, -1.0]), torch.tensor([2.0, 0.5])           # z = SHIFT + SCALE u

@@ -9,7 +9,7 @@ from oracle import SDE, gen
 
 import scoregen as sg
 from scoregen.data.gmm import gaussian
-from scoregen.nets.vae import linear_vae
+from scoregen.models.nets.vae import linear_vae
 
 W = torch.tensor([[1.0, 0.5], [2.0, -0.25], [0.0, 1.5]], dtype=torch.float64)   # orthogonal columns
 B, S = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64), 0.4                  # x = W z + B + S noise
@@ -97,7 +97,7 @@ def test_bad_arguments_are_named():
 
 def test_the_shipped_digits_prior_is_on_the_shipped_digits_vae_and_beats_its_standard_normal():
     from scoregen.data import load_dataset
-    from scoregen.models import load_model, shipped_checkpoint
+    from scoregen.models.loading import load_model, shipped_checkpoint
 
     latent, sde, info = load_model(shipped_checkpoint("digits-latent.pt"), device="cpu")
     vae = load_model(shipped_checkpoint("digits-vae.pt"), device="cpu").model

@@ -9,7 +9,7 @@ from scipy.stats import norm
 
 import scoregen as sg
 from scoregen.data import GaussianMixture, gaussian, preset
-from scoregen.likelihood import bits_per_dim, ddpm_bound, dequantize, likelihood_table, log_likelihood
+from scoregen.evaluation.likelihood import bits_per_dim, ddpm_bound, dequantize, likelihood_table, log_likelihood
 
 SDE = sg.VPSDE()
 T_MIN = 1e-3  # log_likelihood's default
@@ -254,8 +254,8 @@ def test_ddpm_bound_with_discretised_decoder_bounds_the_exact_discrete_likelihoo
 
 
 def test_likelihood_table_rows_agree_with_the_oracle():
-    from scoregen.likelihood import likelihood_table, markdown_table
-    from scoregen.nets.vae import linear_vae
+    from scoregen.evaluation.likelihood import likelihood_table, markdown_table
+    from scoregen.models.nets.vae import linear_vae
 
     mix = preset("gauss2d")
     x = _draw(mix, 64, seed=10)
@@ -352,7 +352,7 @@ def test_fixed_step_likelihood_and_the_bound_refuse_a_non_finite_result():
 
 
 def test_grid_levels_finds_quantised_data_and_only_those():
-    from scoregen.quantization import grid_levels
+    from scoregen.core.quantization import grid_levels
 
     digits = sg.load_dataset("digits").test
     assert grid_levels(digits) == 17 and grid_levels(digits[:1]) == 17                       # one image: 64 values
@@ -369,8 +369,8 @@ def test_grid_levels_finds_quantised_data_and_only_those():
 
 def test_quantised_x_warns_with_the_fix():
     """A density of undequantised data (log_likelihood, a levels=None bound, a density-decoder VAE) is meaningless."""
-    from scoregen.quantization import QuantizedDataWarning
-    from scoregen.nets.vae import linear_vae
+    from scoregen.core.quantization import QuantizedDataWarning
+    from scoregen.models.nets.vae import linear_vae
 
     levels = 17
     x = _draw(DIAG, 200, seed=12)

@@ -9,8 +9,8 @@ from scipy import integrate
 from scipy.stats import multivariate_normal
 
 from scoregen.data import Dataset, load_dataset, preset
-from scoregen.features import FeatureNet, InceptionFeatures
-from scoregen.metrics import (attribute_tv, floor, frechet_distance, gaussian_kl, kid, label_frequencies, mmd,
+from scoregen.evaluation.features import FeatureNet, InceptionFeatures
+from scoregen.evaluation.metrics import (attribute_tv, floor, frechet_distance, gaussian_kl, kid, label_frequencies, mmd,
                               oracle_metrics, sample_metrics, sliced_wasserstein)
 
 

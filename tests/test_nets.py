@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from scoregen.nets import ARCHS, MLP, PRESETS, UNet, build_model
-from scoregen.nets.embedding import timestep_embedding
+from scoregen.models.nets import ARCHS, MLP, PRESETS, UNet, build_model
+from scoregen.models.nets.embedding import timestep_embedding
 
 
 def randomise_output(model):
@@ -120,7 +120,7 @@ def test_forward_errors():
 
 def test_attention_is_softmax_attention():
     """AttnBlock against a direct evaluation of x + proj(softmax(q k^T / sqrt(c)) v) over positions."""
-    from scoregen.nets.unet import AttnBlock
+    from scoregen.models.nets.unet import AttnBlock
 
     torch.manual_seed(0)
     block = AttnBlock(8).double()

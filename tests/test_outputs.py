@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from scoregen import outputs
-from scoregen.outputs import check_writable, sample_png, tile, write_atomic
+from scoregen.runtime import outputs
+from scoregen.runtime.outputs import check_writable, sample_png, tile, write_atomic
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import scoregen as sg
-from scoregen import reference
-from scoregen.adapters import PREDICTIONS, TIMES
-from scoregen.cli import main
-from scoregen.nets import build_model
+from scoregen.samplers import reference
+from scoregen.models.adapters import PREDICTIONS, TIMES
+from scoregen.app.cli import main
+from scoregen.models.nets import build_model
 from tests.oracle import F64, GMM, SDE, gen
 
 diffusers = pytest.importorskip("diffusers")

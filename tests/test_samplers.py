@@ -5,11 +5,11 @@ import pytest
 import torch
 
 import scoregen.samplers as S
-from scoregen.nets.vae import build_vae
+from scoregen.models.nets.vae import build_vae
 from scoregen.samplers.common import Model
 from scoregen.samplers.grids import GRIDS, sampling_grid, time_grid
 from scoregen.samplers.ode import odeint_pf
-from scoregen.sde import VPSDE
+from scoregen.core.sde import VPSDE
 
 from oracle import F64, GAUSS, GMM, N, SDE, distance, exact_flow, gen, slopes
 

@@ -9,7 +9,7 @@ import torch
 import scoregen.samplers as S
 from scoregen.data.gmm import gaussian
 from scoregen.samplers.sde import SOLVERS, GridBrownian
-from scoregen.sde import VPSDE
+from scoregen.core.sde import VPSDE
 
 F64 = torch.float64
 SDE = VPSDE()

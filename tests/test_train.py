@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from scoregen.checkpoint import (CheckpointError, TrainConfig, export_ema, load_checkpoint, read_checkpoint,
+from scoregen.models.checkpoint import (CheckpointError, TrainConfig, export_ema, load_checkpoint, read_checkpoint,
                                  save_checkpoint)
-from scoregen.cli import main
+from scoregen.app.cli import main
 from scoregen.data import load_dataset
-from scoregen.nets import ARCHS, MLP, build_model
-from scoregen.sde import VPSDE
-from scoregen.train import Batches, Interrupted, model_config_for, train
+from scoregen.models.nets import ARCHS, MLP, build_model
+from scoregen.core.sde import VPSDE
+from scoregen.models.train import Batches, Interrupted, model_config_for, train
 
 GAUSS = {"mixture": "gauss2d", "n_train": 2048, "n_test": 16}
 
@@ -252,7 +252,7 @@ def test_shipped_digits_model():
     below the untrained network's E||eps||^2 = 1 (measured 0.077)."""
     from pathlib import Path
 
-    from scoregen.train import denoising_loss
+    from scoregen.models.train import denoising_loss
 
     path = Path(__file__).parents[1] / "scoregen" / "checkpoints" / "digits.pt"
     model, sde, cfg = load_checkpoint(path, device="cpu")
@@ -269,7 +269,7 @@ def test_sample_grid_places_each_image_in_its_tile(tmp_path):
     """The PNG grid: image i at row i // 8, column i % 8, in a 1-pixel grey frame, upscaled by 256 // 80 = 3."""
     from PIL import Image
 
-    from scoregen.train import save_samples
+    from scoregen.models.train import save_samples
 
     levels = torch.randint(0, 17, (64, 1, 8, 8), generator=torch.Generator().manual_seed(0))
     x = levels / 8 - 1

@@ -6,10 +6,10 @@ import torch
 
 import scoregen as sg
 from scoregen.data.gmm import preset
-from scoregen.metrics import ode_err
-from scoregen.models import LoadedModel, ModelInfo
+from scoregen.evaluation.metrics import ode_err
+from scoregen.models.loading import LoadedModel, ModelInfo
 from scoregen.samplers.grids import load_grid, save_grid
-from scoregen.tune import grid_for, held_out_errors, optimize_grid
+from scoregen.evaluation.tune import grid_for, held_out_errors, optimize_grid
 
 F64 = torch.float64
 SDE = sg.VPSDE()

@@ -6,7 +6,7 @@ import torch
 
 import scoregen as sg
 from scoregen.data import gaussian
-from scoregen.nets.vae import PRESETS, build_vae, discretized_gaussian_log_prob, linear_vae
+from scoregen.models.nets.vae import PRESETS, build_vae, discretized_gaussian_log_prob, linear_vae
 
 D, Q, S = 5, 2, 0.3  # pPCA: x = W z + mu + S noise in R^D, z in R^Q
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..checks import check_sizes, check_types
+from ..core.checks import check_sizes, check_types
 from .gmm import GaussianMixture, gaussian, preset
 
 

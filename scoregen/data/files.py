@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import torch
 
-from ..quantization import check_on_grid, warn_if_quantized
+from ..core.quantization import check_on_grid, warn_if_quantized
 from . import Dataset
 
 

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from ..sde import VPSDE, _as_tensor
+from ..core.sde import VPSDE, _as_tensor
 
 
 class GaussianMixture:

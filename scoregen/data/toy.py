@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from ..checks import check_sizes
+from ..core.checks import check_sizes
 from . import Dataset
 from .gmm import GaussianMixture
 

@@ -21,7 +21,7 @@ from numbers import Integral
 
 import torch
 
-from ..sde import T_MIN, VPSDE
+from ..core.sde import T_MIN, VPSDE
 from .common import Model, Recorder, Trajectory, check_grid, model_device_dtype
 from .ddim import sample_ddim
 from .ddpm import sample_ddpm

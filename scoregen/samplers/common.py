@@ -9,8 +9,8 @@ from typing import NamedTuple
 
 import torch
 
-from ..devices import resolve_device
-from ..sde import VPSDE
+from ..core.devices import resolve_device
+from ..core.sde import VPSDE
 
 
 class Trajectory(NamedTuple):

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from ..outputs import write_atomic
-from ..sde import T_MIN, VPSDE
+from ..runtime.outputs import write_atomic
+from ..core.sde import T_MIN, VPSDE
 from .common import check_grid
 
 RHO = 7.0

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..sde import VPSDE
+from ..core.sde import VPSDE
 
 
 class LogSNRGrid(NamedTuple):

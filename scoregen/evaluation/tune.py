@@ -34,11 +34,11 @@ import numpy as np
 import torch
 
 from .metrics import ode_err
-from .samplers import GRIDS, METHODS, is_deterministic, method_options, pf_ode_solution, sample, steps_onto_zero
-from .samplers.common import model_device_dtype
-from .samplers.grids import load_grid, sampling_grid, save_grid
-from .samplers.ode import ADAPTIVE
-from .sde import T_MIN, VPSDE
+from ..samplers import GRIDS, METHODS, is_deterministic, method_options, pf_ode_solution, sample, steps_onto_zero
+from ..samplers.common import model_device_dtype
+from ..samplers.grids import load_grid, sampling_grid, save_grid
+from ..samplers.ode import ADAPTIVE
+from ..core.sde import T_MIN, VPSDE
 
 FIRST_STEP, MAX_STEP = 0.1, 0.3  # trial steps d, as fractions of the log-SNR gap between a time's neighbours
 MIN_STEP = 1e-3  # tuning ends when every time's trial step is below this

@@ -42,17 +42,17 @@ from pathlib import Path
 
 import torch
 
-from . import distributed, outputs
-from .data import dataset_source, load_dataset
-from .devices import resolve_device
+from ..runtime import distributed, outputs
+from ..data import dataset_source, load_dataset
+from ..core.devices import resolve_device
 from .features import FeatureNet, InceptionFeatures, default_cache_dir
 from .metrics import (attribute_tv, floor, frechet_distance, half_sampling_std, image_metrics, label_frequencies,
                       ode_err, sample_metrics)
-from .models import LoadedModel, ModelInfo, compute_dtype, load_checked, model_for, vae_options, with_dtype
-from .nets import LatentDiffusion
-from .samplers import is_deterministic, pf_ode_solution, sample, steps_onto_zero
-from .samplers.grids import resolve_grid
-from .samplers.ode import ADAPTIVE, TOL
+from ..models.loading import LoadedModel, ModelInfo, compute_dtype, load_checked, model_for, vae_options, with_dtype
+from ..models.nets import LatentDiffusion
+from ..samplers import is_deterministic, pf_ode_solution, sample, steps_onto_zero
+from ..samplers.grids import resolve_grid
+from ..samplers.ode import ADAPTIVE, TOL
 from .tune import grid_for
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from .checks import check_types
-from .devices import resolve_device
+from ..core.checks import check_types
+from ..core.devices import resolve_device
 from .nets import build_model
-from .outputs import write_atomic
-from .sde import T_MIN, VPSDE
+from ..runtime.outputs import write_atomic
+from ..core.sde import T_MIN, VPSDE
 
 FORMAT = "scoregen-checkpoint"
 VERSION = 1

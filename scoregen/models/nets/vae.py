@@ -28,7 +28,7 @@ import math
 import torch
 from torch import nn
 
-from ..quantization import check_levels, check_on_grid, level_index, quantize, warn_if_quantized
+from ...core.quantization import check_levels, check_on_grid, level_index, quantize, warn_if_quantized
 
 MIN_LOG_SCALE = -7.0  # decoder log-std floor (PixelCNN++'s), keeps a learned scale from collapsing
 

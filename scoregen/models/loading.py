@@ -24,12 +24,12 @@ import torch
 
 from .adapters import Autocast, Wrapped
 from .checkpoint import TrainConfig, load_checkpoint, read_checkpoint
-from .data import load_dataset
+from ..data import load_dataset
 from .nets import PRESETS, LatentDiffusion
 from .nets.vae import PRESETS as VAE_PRESETS
 from .nets.vae import VAE
-from .devices import resolve_device
-from .sde import T_MIN, VPSDE
+from ..core.devices import resolve_device
+from ..core.sde import T_MIN, VPSDE
 from .train import train
 
 KINDS = {"eps": "an eps-network", "vae": "a VAE"}  # kind -> what the errors call it
@@ -139,7 +139,7 @@ def load_model(source, *, device=None, dtype=None) -> LoadedModel:
                                               "folder (nothing is downloaded; fetch a hub model first with "
                                               "huggingface-cli download ID --local-dir DIR)")
     if path.is_dir():
-        from .from_diffusers import load_folder
+        from .diffusers import load_folder
 
         model, sde, shape, details = load_folder(path, resolve_device(device))
         info = ModelInfo(str(path), "diffusers", shape, 1 / sde.num_steps, details=details)

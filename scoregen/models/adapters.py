@@ -28,7 +28,7 @@ from typing import Literal
 
 import torch
 
-from .sde import VPSDE, _batch_view
+from ..core.sde import VPSDE, _batch_view
 
 Prediction = Literal["eps", "v", "x0", "score"]
 Time = Literal["t", "index", "log_snr", "sigma"]

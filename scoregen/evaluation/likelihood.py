@@ -26,13 +26,13 @@ from dataclasses import dataclass
 import torch
 from torchdiffeq import odeint
 
-from .checks import check_sizes
-from .nets.vae import discretized_gaussian_log_prob
-from .quantization import check_levels, check_on_grid, warn_if_quantized
-from .samplers.common import Model, check_choice, model_device_dtype
-from .samplers.ddpm import Variance
-from .samplers.ode import ADAPTIVE, ProbabilityFlow, check_state
-from .sde import T_MIN, VPSDE
+from ..core.checks import check_sizes
+from ..models.nets.vae import discretized_gaussian_log_prob
+from ..core.quantization import check_levels, check_on_grid, warn_if_quantized
+from ..samplers.common import Model, check_choice, model_device_dtype
+from ..samplers.ddpm import Variance
+from ..samplers.ode import ADAPTIVE, ProbabilityFlow, check_state
+from ..core.sde import T_MIN, VPSDE
 
 DIVERGENCES = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")

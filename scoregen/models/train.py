@@ -30,14 +30,14 @@ from pathlib import Path
 
 import torch
 
-from . import distributed
+from ..runtime import distributed
 from .checkpoint import TrainConfig, load_checkpoint, read_checkpoint, save_checkpoint
-from .data import load_dataset
-from .devices import resolve_device
+from ..data import load_dataset
+from ..core.devices import resolve_device
 from .nets import PRESETS, LatentDiffusion, build_model
 from .nets.unet import layout_for
-from .outputs import sample_png, write_atomic
-from .sde import T_MIN, VPSDE
+from ..runtime.outputs import sample_png, write_atomic
+from ..core.sde import T_MIN, VPSDE
 
 
 def denoising_loss(eps_model, x0: torch.Tensor, *, generator: torch.Generator, sde: VPSDE,
@@ -171,7 +171,7 @@ def save_samples(model, sde: VPSDE, shape: tuple[int, ...], path, *, seed: int =
     if hasattr(model, "sample"):
         x = model.sample(n, generator=g)
     else:
-        from .samplers import sample
+        from ..samplers import sample
         x = sample(model, sde, (n, *model.shape), method="ddim", steps=50, generator=g).x
     write_atomic(path, sample_png(x))
 

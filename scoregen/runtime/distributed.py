@@ -176,8 +176,8 @@ def sample(eps_model, sde, shape, method: str = "ddim", *, seed: int = 0, chunk:
     ``SampleResult`` with every sample (on the CPU), ``nfe`` the mean over chunks (they differ only for
     adaptive solvers), the first chunk's options and the decoder calls of all chunks (a latent model's); None
     on the other ranks."""
-    from .samplers import SampleResult
-    from .samplers import sample as sample_one
+    from ..samplers import SampleResult
+    from ..samplers import sample as sample_one
 
     device = options.get("device") or (next(eps_model.parameters()).device
                                        if isinstance(eps_model, torch.nn.Module) else "cpu")

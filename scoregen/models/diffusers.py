@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from .adapters import Wrapped, wrap
-from .sde import VPSDE
+from ..core.sde import VPSDE
 
 PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 CONDITIONING = ("vae", "vqvae", "text_encoder", "image_encoder", "transformer")  # model_index keys we cannot run

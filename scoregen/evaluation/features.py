@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from ..models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 
 
 def default_cache_dir() -> Path:

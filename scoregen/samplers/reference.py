@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .sde import VPSDE
+from ..core.sde import VPSDE
 
 SCHEDULERS = {"dpmpp": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
               "unipc": ("UniPCMultistepScheduler", {})}

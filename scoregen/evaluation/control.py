@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data.gmm import GaussianMixture
-from .sde import VPSDE
+from ..data.gmm import GaussianMixture
+from ..core.sde import VPSDE
 
 Control = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -86,7 +86,7 @@ def _add_train(sub):
 
 def train_config_from_args(args):
     """The TrainConfig of ``scoregen train``: defaults < --config < the checkpoint (--resume) < options."""
-    from .checkpoint import TrainConfig, read_checkpoint
+    from ..models.checkpoint import TrainConfig, read_checkpoint
 
     fields = {}
     if args.config:
@@ -121,7 +121,7 @@ def train_config_from_args(args):
 
 
 def _run_train(args):
-    from .train import train
+    from ..models.train import train
 
     config = train_config_from_args(args)
     result = train(config, resume=args.resume, progress=not args.no_progress)
@@ -137,8 +137,8 @@ def _add_export(sub):
 
 
 def _run_export(args):
-    from .checkpoint import export_ema
-    from .outputs import check_writable
+    from ..models.checkpoint import export_ema
+    from ..runtime.outputs import check_writable
 
     path = export_ema(args.checkpoint, check_writable(args.dest))
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
@@ -210,7 +210,7 @@ def _run_sample(args):
         raise ValueError("give the model once: as an argument or as --model")
     args.checkpoint = args.checkpoint or args.ckpt
     if args.checkpoint is None:
-        from .samplers import describe
+        from ..samplers import describe
         print(describe())
         return
     if args.out.suffix not in (".png", ".npz"):
@@ -218,9 +218,9 @@ def _run_sample(args):
     import numpy as np
     import torch
 
-    from . import distributed
-    from .models import kind_of, load_model, vae_options, with_dtype
-    from .outputs import check_writable, sample_png, write_atomic
+    from ..runtime import distributed
+    from ..models.loading import kind_of, load_model, vae_options, with_dtype
+    from ..runtime.outputs import check_writable, sample_png, write_atomic
 
     options = parse_options(args.option, reserved=SAMPLE_FLAGS)
     check_writable(args.out)
@@ -261,8 +261,8 @@ def _run_sample(args):
 def grid_arg(text: str | None, steps: int | None):
     """``--grid``: None, a ``GRIDS`` name, or the times of a grid file (``samplers.grids.resolve_grid``), which
     fix the step count: then ``--steps`` must not be given."""
-    from .samplers import GRIDS
-    from .samplers.grids import resolve_grid
+    from ..samplers import GRIDS
+    from ..samplers.grids import resolve_grid
 
     if text is None or text in GRIDS:
         return text
@@ -303,10 +303,10 @@ TUNE_FLAGS = {**SAMPLE_FLAGS, "n": "-n", "seed": "--seed", "max_evals": "--max-e
 
 
 def _run_tune_grid(args):
-    from .models import load_checked
-    from .outputs import check_writable
-    from .samplers.grids import save_grid
-    from .tune import held_out_errors, optimize_grid
+    from ..models.loading import load_checked
+    from ..runtime.outputs import check_writable
+    from ..samplers.grids import save_grid
+    from ..evaluation.tune import held_out_errors, optimize_grid
 
     options = parse_options(args.option, reserved=TUNE_FLAGS)
     check_writable(args.out)
@@ -362,11 +362,11 @@ def _add_likelihood(sub):
 def _run_likelihood(args):
     if not (args.ckpt or args.vae_ckpt):
         raise ValueError("give --ckpt and/or --vae-ckpt")
-    from . import distributed
-    from .data import load_dataset
-    from .likelihood import likelihood_points, likelihood_rows, markdown_table
-    from .models import load_checked
-    from .outputs import check_writable, write_atomic
+    from ..runtime import distributed
+    from ..data import load_dataset
+    from ..evaluation.likelihood import likelihood_points, likelihood_rows, markdown_table
+    from ..models.loading import load_checked
+    from ..runtime.outputs import check_writable, write_atomic
 
     if args.out:
         check_writable(args.out)
@@ -464,7 +464,7 @@ def parse_steps(values: list[str] | None):
 
 
 def _run_compare(args):
-    from .compare import CompareSettings, compare, markdown_table
+    from ..evaluation.compare import CompareSettings, compare, markdown_table
 
     settings = CompareSettings(args.dataset, samplers=args.samplers.split(",") if args.samplers else None,
                                steps=parse_steps(args.steps), tols=parse_steps([args.tols]) if args.tols else None,
@@ -503,7 +503,7 @@ def main(argv=None):
     launched, done = args.command in DISTRIBUTED and "RANK" in os.environ and "WORLD_SIZE" in os.environ, False
     try:
         if launched:
-            from . import distributed
+            from ..runtime import distributed
             args.device = distributed.init(args.device)
         if args.debug or os.environ.get("SCOREGEN_DEBUG", "") not in ("", "0"):
             COMMANDS[args.command][1](args)
@@ -530,7 +530,7 @@ def _run_reporting(args):
         # 1: the machine (a full disk, an I/O error) or the run (a diverged loss)
         sys.exit(1 if isinstance(e, FloatingPointError) or getattr(e, "errno", None) in MACHINE_ERRNOS else 2)
     except RuntimeError as e:  # another rank failed (RankError), or a collective broke (torch.distributed.DistError)
-        from .distributed import RankError, broken
+        from ..runtime.distributed import RankError, broken
         if not isinstance(e, RankError) and not broken(e):
             raise
         if rank == 0:

@@ -1,0 +1,1 @@
+"""Measuring models and samplers: metrics, feature networks, likelihoods, tuned grids, the sweep."""
