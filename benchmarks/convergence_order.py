@@ -8,11 +8,11 @@ and the torchdiffeq solvers on the quadratic grid onto t = 0 and to t_min, as in
 ``tests/test_samplers.py``. Slopes are of log error against log steps; order-3 methods also at 80-320 steps,
 where their first-order warm-up step has faded.
 
-    python benchmarks/convergence_order.py      # a few seconds; writes results/convergence_order.json
+    python benchmarks/convergence_order.py      # a few seconds; writes results/convergence_order.json (or --out)
 """
 from __future__ import annotations
 
-import json
+import argparse
 import math
 from pathlib import Path
 
@@ -21,6 +21,8 @@ import torch
 import scoregen as sg
 from scoregen.data import gaussian
 from scoregen.samplers.grids import time_grid
+
+from harness import machine, save_json, shared_options
 
 HERE = Path(__file__).resolve().parent
 F64 = torch.float64
@@ -62,7 +64,11 @@ def slope(errs, steps) -> float:
     return math.log(errs[-1] / errs[0]) / math.log(steps[-1] / steps[0])
 
 
-def main():
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], parents=[
+        shared_options(HERE / "results" / "convergence_order.json", device=False)])
+    args = p.parse_args(argv)
+    info = machine()
     x1 = torch.randn(200, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
     rows = []
     for label, (method, options, grid) in ROWS.items():
@@ -75,8 +81,7 @@ def main():
         rows.append(row)
         print(f"{label:24s} " + ", ".join(f"{e:.1e}" for e in errs) + f"  slope {row['slope']:+.2f}"
               + (f"  (80-320: {row['fine_slope']:+.2f})" if "fine_slope" in row else ""))
-    out = HERE / "results" / "convergence_order.json"
-    out.write_text(json.dumps(dict(t_end=T_END, n=200, rows=rows), indent=1) + "\n")
+    out = save_json(args.out, dict(machine=info, t_end=T_END, n=200, rows=rows))
     print(f"wrote {out}")
 
 

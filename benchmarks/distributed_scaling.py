@@ -28,19 +28,19 @@ import argparse
 import json
 import math
 import os
-import platform
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 import scoregen as sg
 from scoregen.models.nets import build_model
+
+from harness import interleaved, machine, save_json, shared_options
 
 HERE = Path(__file__).parent
 DIGITS = Path(sg.__file__).parent / "checkpoints" / "digits.pt"
@@ -73,7 +73,7 @@ def training_rate(world: int, threads: int, args, cwd: Path) -> float:
 
 
 def per_call(preset: str, batch: int, device: torch.device, repeats: int) -> dict:
-    """Median ms of one network call at ``batch`` and the FLOPs of one sample's call."""
+    """Median ms of one network call at ``batch``, its peak memory and the FLOPs of one sample's call."""
     from torch.utils.flop_counter import FlopCounterMode
 
     net = build_model({"preset": preset}).to(device).eval()
@@ -82,38 +82,31 @@ def per_call(preset: str, batch: int, device: torch.device, repeats: int) -> dic
         with FlopCounterMode(display=False) as counter:
             net(torch.zeros((1, *shape), device=device), torch.full((1,), 0.5, device=device))
         x, t = torch.randn((batch, *shape), device=device), torch.full((batch,), 0.5, device=device)
-        net(x, t)
-        times = []
-        for _ in range(repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            net(x, t)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - start)
-    return {"batch": batch, "ms_per_call": 1e3 * statistics.median(times),
-            "gflop_per_sample": counter.get_total_flops() / 1e9}
+        net(x, t)  # warm-up
+        stats, _ = interleaved({"call": lambda: net(x, t)}, device, repeats)["call"]
+    return {"batch": batch, "ms_per_call": 1e3 * stats["seconds"], "gflop_per_sample": counter.get_total_flops() / 1e9,
+            "peak_mem_mib": stats["peak_mem_mib"]}
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    shared = shared_options(None, repeats=5, out_help="JSON path; the plot goes beside it "
+                            "(default: results/distributed_<device>.json here)")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                parents=[shared])
     p.add_argument("--worlds", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--device", default="cpu")
     p.add_argument("--n", type=int, default=4000, help="samples of the sampling runs (default: 4000)")
     p.add_argument("--chunk", type=int, default=250, help="samples per chunk (--batch-size; default: 250)")
     p.add_argument("--train-steps", type=int, default=300)
-    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--project-gpus", type=int, default=8)
     p.add_argument("--assume-tflops", type=float, default=200.0,
                    help="sustained TFLOP/s per GPU of the FLOP-bound estimate (default: 200, a fifth of an H100's "
                         "dense bf16 peak)")
-    p.add_argument("--out", type=Path)
     args = p.parse_args()
     if args.train_steps < 100:
         p.error(f"--train-steps must be at least 100 (two of training's 50-step log intervals, the first of them "
                 f"warm-up); got {args.train_steps}")
     device = torch.device(args.device)
+    info = machine(device)
     # W processes of one thread each, and the baseline on the same cores: one process of W threads
     setups = [(1, 1)] + [setup for w in args.worlds if w > 1 for setup in ((w, 1), (1, w))]
     rows = []
@@ -137,12 +130,10 @@ def main():
     for r in rows:
         r["sample_speedup"] = base["sample_s"] / r["sample_s"]
         r["train_speedup"] = r["train_steps_per_s"] / base["train_steps_per_s"]
-    result = {"device": str(device), "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-              "n": args.n, "chunk": args.chunk, "runs": rows, "per_call": calls, "projection_cifar_50k": projection}
-    out = args.out or HERE / "results" / f"distributed_{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    result = {"machine": info, "device": info["device"], "cpu": info["cpu"], "torch": info["torch"],
+              "gpu": info.get("gpu"), "n": args.n, "chunk": args.chunk, "runs": rows, "per_call": calls,
+              "projection_cifar_50k": projection}
+    out = save_json(args.out or HERE / "results" / f"distributed_{device.type}.json", result)
     plot(rows, out.with_suffix(".png"), result)
     print(json.dumps(result, indent=1))
 

@@ -6,14 +6,16 @@ E_p log p from 200,000 exact draws; n = 4000 samples per row, seed 0. |z| ~ 1 fo
 positive when the samples are too concentrated, negative when too spread out.
 
     python benchmarks/oracle_z_scores.py        # about 1 minute on one CPU core; prints the table
-Writes results/oracle_z_scores.json next to this file.
+Writes results/oracle_z_scores.json next to this file (or --out).
 """
-import json
+import argparse
 from pathlib import Path
 
 import torch
 
 import scoregen as sg
+
+from harness import machine, save_json, shared_options
 
 ROWS = [("ddpm (posterior variance)", "ddpm", (30, 100, 1000), {}),
         ("ddpm (beta variance)", "ddpm", (30, 100, 1000), {"variance": "beta"}),
@@ -27,8 +29,15 @@ ROWS = [("ddpm (posterior variance)", "ddpm", (30, 100, 1000), {}),
 TOLS = (1e-3, 1e-5)
 
 
-def main(n: int = 4000, seed: int = 0):
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], parents=[
+        shared_options(Path(__file__).resolve().parent / "results" / "oracle_z_scores.json", device=False)])
+    p.add_argument("--n", type=int, default=4000, help="samples per row (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    n, seed = args.n, args.seed
     torch.set_num_threads(1)
+    info = machine()
     mix, sde = sg.data.preset("gmm2d"), sg.VPSDE()
     eps_model = mix.eps_model(sde)
     e_logp = mix.log_prob(mix.sample(200_000, generator=torch.Generator().manual_seed(123)).double()).mean().item()
@@ -49,8 +58,7 @@ def main(n: int = 4000, seed: int = 0):
         steps_cell = "-" if steps[0] is None else " / ".join(str(c["steps"]) for c in cells)
         nfe_cell, z_cell = (" / ".join(f.format(c[key]) for c in cells) for key, f in (("nfe", "{}"), ("z", "{:+.1f}")))
         print(f"| {name} | {steps_cell} | {nfe_cell} | {z_cell} |")
-    out = Path(__file__).resolve().parent / "results" / "oracle_z_scores.json"
-    out.write_text(json.dumps({"n": n, "seed": seed, "e_logp": e_logp, "rows": table}, indent=1) + "\n")
+    save_json(args.out, {"machine": info, "n": n, "seed": seed, "e_logp": e_logp, "rows": table})
 
 
 if __name__ == "__main__":

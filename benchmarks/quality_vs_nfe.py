@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -34,8 +33,11 @@ from scoregen.samplers import reference
 from scoregen.data import load_dataset
 from scoregen.evaluation.features import FeatureNet, default_cache_dir
 from scoregen.evaluation.metrics import frechet_distance, half_sampling_std, ode_err
-from scoregen.models.loading import load_checked, shipped_checkpoint
+from scoregen.models.loading import load_checked
+from scoregen.models.zoo import shipped_checkpoint
 from scoregen.evaluation.tune import grid_for
+
+from harness import clock, machine, save_json, shared_options
 
 HERE = Path(__file__).resolve().parent
 NFES = (5, 10, 20)
@@ -62,19 +64,20 @@ def fd_with_spread(features: torch.Tensor, ref: torch.Tensor, seed: int = 1) -> 
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    shared = shared_options(HERE / "results" / "quality_vs_nfe.json",
+                            "JSON path; the plot goes beside it (default: %(default)s)")
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], parents=[shared])
     p.add_argument("--replot", action="store_true", help="redraw the plot of the saved --out JSON, run nothing")
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
     p.add_argument("--ddpm-steps", type=int, default=1000, help="steps of the ancestral DDPM reference (0: none)")
-    p.add_argument("--out", type=Path, default=HERE / "results" / "quality_vs_nfe.json")
     args = p.parse_args(argv)
     if args.replot:
         saved = json.loads(args.out.read_text())
         plot(saved["rows"], args.out.with_suffix(".png"), f"digits U-Net, n = {saved['n']}, {saved['device']}")
         return
     device = torch.device(args.device)
+    machine_info = machine(device)
     loaded = load_checked(shipped_checkpoint("digits.pt"), "eps", device=device)
     net, sde, t_min = loaded.model, loaded.sde, loaded.info.t_min
     data = load_dataset("digits")
@@ -84,11 +87,7 @@ def main(argv=None):
     rows = []
 
     def measure(label, run, nfe_target=None, **info):
-        start = time.perf_counter()
-        x, nfe = run()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        wall = time.perf_counter() - start
+        wall, (x, nfe) = clock(run, device)
         fd, fd_std = fd_with_spread(feats.features(x.clamp(-1, 1)), feats.reference)
         row = dict(label=label, nfe=nfe, nfe_target=nfe_target, fd=fd, fd_std=fd_std, wall_s=wall, **info)
         if info.get("deterministic"):
@@ -125,10 +124,9 @@ def main(argv=None):
             net, sde, x1.shape, "ddpm", args.ddpm_steps, x1=x1, generator=gen())), deterministic=False,
             method="ddpm", steps=args.ddpm_steps)
 
-    summary = dict(checkpoint=loaded.info.path, n=args.n, seed=args.seed, device=str(device),
+    summary = dict(machine=machine_info, checkpoint=loaded.info.path, n=args.n, seed=args.seed, device=str(device),
                    torch=torch.__version__, threads=torch.get_num_threads(), rows=rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=1) + "\n")
+    save_json(args.out, summary)
     plot(rows, args.out.with_suffix(".png"), f"digits U-Net, n = {args.n}, {device}")
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 

@@ -24,23 +24,18 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import math
-import os
-import platform
 import re
-import resource
-import statistics
-import time
 from functools import partial
 from pathlib import Path
 
 import torch
 
 import scoregen as sg
+from scoregen.core.flow import Model, ProbabilityFlow
 from scoregen.models.nets import PRESETS, build_model
-from scoregen.samplers.common import Model
-from scoregen.samplers.ode import ProbabilityFlow
+
+from harness import CallTimer, GraphedEps, interleaved, machine, positive_int, save_json, shared_options
 
 HERE = Path(__file__).resolve().parent
 # sampler -> (method, options, steps giving NFE calls); sde/ode add one call for the final denoising step
@@ -86,132 +81,9 @@ def make_eps(net, amp: str, channels_last: bool, compile_net: bool, cuda_graphs:
     return GraphedEps(eps) if cuda_graphs else eps
 
 
-class GraphedEps:
-    """``eps(x, t)`` replayed from a CUDA graph captured on the first call of each input shape:
-    copy x and t into static buffers, replay, return a copy of the static output (RK solvers
-    keep several evaluations alive). Fixed-step samplers at a fixed batch replay one graph."""
-
-    def __init__(self, eps):
-        self.eps, self.graphs = eps, {}
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        key = (tuple(x.shape), x.dtype)
-        if key not in self.graphs:
-            self.graphs[key] = self.capture(x, t)
-        graph, x_static, t_static, eps_static = self.graphs[key]
-        x_static.copy_(x)
-        t_static.copy_(t)
-        graph.replay()
-        return eps_static.clone()
-
-    def capture(self, x: torch.Tensor, t: torch.Tensor):
-        x_static = x.clone()
-        t_static = torch.empty(x.shape[0], dtype=t.dtype, device=x.device).copy_(t)  # t may come from the host
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up off the default stream, as torch.cuda.graphs asks
-            for _ in range(3):
-                self.eps(x_static, t_static)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            eps_static = self.eps(x_static, t_static)
-        return graph, x_static, t_static, eps_static
-
-
 def free_network(x, t):
     """A network that costs (almost) nothing: what a sampler costs by itself, per call."""
     return torch.zeros_like(x)
-
-
-class CallTimer:
-    """``eps`` with the wall time spent inside it summed in ``seconds`` (CPU only: on a GPU a call
-    returns before its kernels have run)."""
-
-    def __init__(self, eps):
-        self.eps, self.seconds = eps, 0.0
-
-    def __call__(self, x, t):
-        start = time.perf_counter()
-        out = self.eps(x, t)
-        self.seconds += time.perf_counter() - start
-        return out
-
-
-# --- measuring -------------------------------------------------------------------------------------
-
-def clock(fn, device: torch.device):
-    """(seconds, fn()): CUDA events around fn on a GPU (synchronised before and after), else perf_counter."""
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        out = fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1e3, out
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
-
-
-class PeakMemory:
-    """Peak memory of a block in MiB: CUDA's peak allocation, or on the CPU the process's peak RSS
-    (VmHWM, reset through /proc/self/clear_refs; where that is not allowed, ru_maxrss, the peak so far)."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.base = device, None
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated() / 2 ** 20
-        else:
-            try:
-                Path("/proc/self/clear_refs").write_text("5")
-                self.source = "VmHWM"
-            except OSError:
-                self.source = "ru_maxrss"
-            self.base = self.rss()
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            self.peak = torch.cuda.max_memory_allocated() / 2 ** 20
-        else:
-            self.peak = self.rss(self.source)
-        return False
-
-    @staticmethod
-    def rss(field: str = "VmRSS") -> float:
-        if field == "ru_maxrss":
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 10
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 2 ** 10
-        return float("nan")
-
-
-def interleaved(fns: dict, device: torch.device, repeats: int, timer: CallTimer | None = None) -> dict:
-    """Run every fn of ``fns`` once a round for ``repeats`` rounds (load that drifts hits all alike).
-    Per key: the median seconds, all seconds, the median in-network seconds (``timer``), the highest
-    peak and the first base memory (MiB); and the key's last output."""
-    runs, outs = {k: [] for k in fns}, {}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            if timer is not None:
-                timer.seconds = 0.0
-            with PeakMemory(device) as mem:
-                seconds, outs[k] = clock(fn, device)
-            runs[k].append((seconds, timer.seconds if timer is not None else None, mem))
-    stats = {}
-    for k, r in runs.items():
-        seconds = [s for s, _, _ in r]
-        stats[k] = dict(seconds=statistics.median(seconds), seconds_repeats=seconds,
-                        network_seconds=statistics.median(n for _, n, _ in r) if timer is not None else None,
-                        peak_mem_mib=max(m.peak for _, _, m in r), base_mem_mib=r[0][2].base)
-    return {k: (stats[k], outs[k]) for k in fns}
 
 
 def network_block(eps, shape, device, calls: int):
@@ -292,21 +164,11 @@ def parse_spec(spec: str, default_nfe=None) -> tuple[str, list[int], list[int]]:
     return m[1], [int(b) for b in m[2].split(",")], nfes
 
 
-def machine(device: torch.device, args) -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    info = dict(device=str(device), cpu=cpu, cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
-                torch=torch.__version__, python=platform.python_version(), load_avg_start=os.getloadavg(),
-                contention=args.note)
-    if device.type == "cuda":
-        info.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
-    return info
-
-
 def benchmark(args) -> dict:
     device = torch.device(args.device)
     sde = sg.VPSDE()
-    out = dict(machine=machine(device, args), options={k: v for k, v in vars(args).items() if k not in ("note", "out")},
+    out = dict(machine={**machine(device), "contention": args.note},
+               options={k: v for k, v in vars(args).items() if k not in ("note", "out")},
                weights="untrained, output layer re-initialised (eps != 0): timing only",
                networks={}, network_calls=[], runs=[], pf_ode=[], notes=[])
     peers = [] if args.no_peers else list(PEERS)
@@ -332,7 +194,6 @@ def benchmark(args) -> dict:
         for pf_name, pf_batches, _ in map(parse_spec, args.pf_ode):
             for batch in pf_batches if pf_name == name else []:
                 out["pf_ode"].append(pf_ode_pair(eps, sde, (batch, *data_shape), device, name, args, log))
-    out["machine"]["load_avg_end"] = os.getloadavg()
     out["checks"] = checks(out, device, args)
     return out
 
@@ -503,9 +364,10 @@ def result_name(args) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    shared = shared_options(None, repeats=3, out_help="JSON path; the plot goes beside it "
+                            "(default results/<device>[-<gpu options>].json here)")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[shared],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="MODEL:BATCHES[@NFES]",
                    help="U-Net preset (digits, cifar32, ...), batch sizes, NFEs; default %(default)s")
     p.add_argument("--nfe", type=lambda s: [int(n) for n in s.split(",")], default=[10, 50, 100],
@@ -520,24 +382,18 @@ def parse_args(argv=None):
     p.add_argument("--rtol", type=float, default=1e-5)
     p.add_argument("--atol", type=float, default=1e-5)
     p.add_argument("--t-min", type=float, default=sg.T_MIN)
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
-    p.add_argument("--calls", type=int, default=10, help="network calls per timed block for ms/call")
+    p.add_argument("--calls", type=positive_int, default=10, help="network calls per timed block for ms/call")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--dtype", choices=list(AMP), default="fp32", help="autocast dtype (bf16/fp16: CUDA only)")
     p.add_argument("--channels-last", action="store_true", help="channels-last network (CUDA only)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA only)")
     p.add_argument("--cuda-graphs", action="store_true", help="replay the network call from a CUDA graph")
     p.add_argument("--note", default="", help="stored in the JSON, e.g. how loaded the machine was")
-    p.add_argument("--out", type=Path, default=None,
-                   help="JSON path; the plot goes beside it (default results/<device>[-<gpu options>].json here)")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     gpu_only = [flag for flag, on in (("--dtype " + args.dtype, args.dtype != "fp32"), ("--channels-last",
                 args.channels_last), ("--compile", args.compile), ("--cuda-graphs", args.cuda_graphs)) if on]
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error(f"--device {args.device}: CUDA is not available (torch {torch.__version__}, "
-                f"cuda {torch.version.cuda}); use --device cpu")
     if gpu_only and not args.device.startswith("cuda"):
         p.error(f"{', '.join(gpu_only)}: GPU-only, needs --device cuda (CUDA available: "
                 f"{torch.cuda.is_available()})")
@@ -555,8 +411,6 @@ def parse_args(argv=None):
     missing = {parse_spec(s)[0] for s in args.pf_ode} - {parse_spec(s)[0] for s in args.models}
     if missing:
         p.error(f"--pf-ode: {', '.join(sorted(missing))} not in --models")
-    if args.repeats < 1 or args.calls < 1:
-        p.error("--repeats and --calls must be >= 1")
     return args
 
 
@@ -565,9 +419,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = benchmark(args)
-    path = args.out or HERE / "results" / f"{result_name(args)}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, default=float))
+    path = save_json(args.out or HERE / "results" / f"{result_name(args)}.json", out)
     if not args.no_plot:
         plot(out, path.with_suffix(".png"))
     print(markdown(out))

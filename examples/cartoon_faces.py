@@ -22,7 +22,7 @@ import scoregen as sg
 from scoregen.data.cartoon import ATTRIBUTES
 from scoregen.evaluation.features import FeatureNet
 from scoregen.evaluation.metrics import attribute_tv, frechet_distance, label_frequencies
-from scoregen.models.loading import shipped_checkpoint
+from scoregen.models.zoo import shipped_checkpoint
 from scoregen.runtime.outputs import tile, write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,8 +38,9 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "figures")
     args = parser.parse_args()
-    model, sde, info = sg.load_model(args.model, device="cpu")
-    if not hasattr(model, "to_data"):
+    loaded = sg.load_model(args.model, device="cpu")
+    model, sde, info = loaded
+    if loaded.kind != "latent":
         raise SystemExit(f"--model {args.model} is not a latent diffusion model (scoregen train --vae)")
     data = sg.load_dataset(info.config.dataset, **info.config.dataset_options)
     net = FeatureNet.for_dataset(data)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from scoregen.app.cli import main, parse_steps
+from scoregen.app.cli import main
+from scoregen.evaluation.compare.settings import parse_steps
 
 SHIPPED = Path(str(resources.files("scoregen") / "checkpoints"))
 

@@ -2,11 +2,12 @@
 before anything is sampled or written."""
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
-import scoregen.evaluation.compare as compare_module
+import scoregen.evaluation.compare.run as compare_module
 from scoregen.models.checkpoint import TrainConfig, save_checkpoint
 from scoregen.app.cli import main
 from scoregen.evaluation.compare import CompareSettings, compare
@@ -243,3 +244,30 @@ def test_a_grid_file_runs_every_fixed_step_sampler_on_its_times(gmm_run, tmp_pat
     with pytest.raises(ValueError, match=r"the grid file fixes the step count \(3\): give no step counts"):
         compare(CompareSettings(**settings, steps=[10], out=tmp_path / "out2"))
     assert not (tmp_path / "out2").exists()
+
+
+def test_the_plan_is_pure_and_gives_the_rows_of_small_settings(tmp_path, monkeypatch):
+    """``plan`` needs no model, data or file: the rows, samples per row, kinds and folder from settings and facts."""
+    from scoregen.evaluation.compare.plan import Facts, plan
+
+    monkeypatch.chdir(tmp_path)
+    vectors = Facts("gmm-gmm2d", (2,), is_image=False, n_train=10)
+    p = plan(CompareSettings("gmm", samplers=["ddpm", "ode-dopri5", "dpmpp-tuned"], steps=[3, 7], quick=True), vectors)
+    assert [(r.label, r.value, r.deterministic) for r in p.rows] == [
+        ("ddpm", 3, False), ("ddpm", 7, False), ("ode-dopri5", 1e-3, True), ("dpmpp-tuned", 3, True),
+        ("dpmpp-tuned", 7, True)]
+    assert (p.n, p.kinds, str(p.out)) == (400, ("eps",), "results/gmm-gmm2d")
+    # every sampler by default; the VAE row for images only, and not beside a model of another library
+    default = plan(CompareSettings("gmm", out="o"), vectors)
+    assert "vae" not in {r.label for r in default.rows} and default.n == 2000 and str(default.out) == "o"
+    images = Facts("digits", (1, 8, 8), is_image=True, n_train=1000, grid_steps=4)
+    p = plan(CompareSettings(tols=[1e-2], quick=True), images)
+    assert [(r.label, r.value) for r in p.rows] == [
+        ("ddpm", 4), ("ddim", 4), ("sde", 4), ("ode-heun", 4), ("ode-dopri5", 1e-2), ("dpmpp", 4),
+        ("dpmpp-tuned", 4), ("unipc", 4), ("heun", 4), ("vae", 1)]
+    assert p.kinds == ("eps", "vae") and p.n == 100
+    foreign = plan(CompareSettings(samplers=None, steps=[2], n=8), replace(images, grid_steps=None, foreign=True))
+    assert [r.label for r in foreign.rows][-1] == "heun" and foreign.kinds == ("eps",)
+    with pytest.raises(ValueError, match="n must be at most 1000 for digits"):
+        plan(CompareSettings(n=1001), images)
+    assert list(tmp_path.iterdir()) == []

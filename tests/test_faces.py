@@ -11,7 +11,8 @@ from PIL import Image
 from scoregen.models.checkpoint import TrainConfig, read_checkpoint
 from scoregen.app.cli import main
 from scoregen.data.cartoon import render_faces, sample_attributes
-from scoregen.models.loading import load_model, shipped_checkpoint
+from scoregen.models.loading import load_model
+from scoregen.models.zoo import shipped_checkpoint
 from scoregen.models.nets import PRESETS, LatentDiffusion, build_model
 from scoregen.models.nets.vae import PRESETS as VAE_PRESETS
 from scoregen.models.train import model_config_for

@@ -11,7 +11,7 @@ import torch
 import scoregen as sg
 from scoregen.models.nets import build_model
 from scoregen.samplers import choices
-from scoregen.samplers.ode import FIXED
+from scoregen.core.flow import FIXED
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

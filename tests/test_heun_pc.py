@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import scoregen.samplers as S
-from scoregen.samplers.common import Model
+from scoregen.core.flow import Model
 from scoregen.samplers.grids import sampling_grid
 from scoregen.samplers.heun import sample_heun
 from scoregen.samplers.pc import sample_pc

@@ -8,7 +8,8 @@ import scoregen as sg
 from scoregen.models.checkpoint import TrainConfig, read_checkpoint
 from scoregen.data import load_dataset
 from scoregen.data.gmm import GaussianMixture
-from scoregen.models.loading import load_model, model_for, shipped_checkpoint, with_dtype
+from scoregen.models.loading import load_model, with_dtype
+from scoregen.models.zoo import model_for, shipped_checkpoint
 from scoregen.models.nets import LatentDiffusion
 from scoregen.models.nets.vae import linear_vae
 from scoregen.samplers import METHODS

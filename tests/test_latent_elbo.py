@@ -97,7 +97,8 @@ def test_bad_arguments_are_named():
 
 def test_the_shipped_digits_prior_is_on_the_shipped_digits_vae_and_beats_its_standard_normal():
     from scoregen.data import load_dataset
-    from scoregen.models.loading import load_model, shipped_checkpoint
+    from scoregen.models.loading import load_model
+    from scoregen.models.zoo import shipped_checkpoint
 
     latent, sde, info = load_model(shipped_checkpoint("digits-latent.pt"), device="cpu")
     vae = load_model(shipped_checkpoint("digits-vae.pt"), device="cpu").model

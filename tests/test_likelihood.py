@@ -1,4 +1,5 @@
 """PF-ODE likelihood, DDPM bound and the bits/dim convention against closed forms (Gaussian oracles, scipy)."""
+import json
 import math
 import warnings
 
@@ -309,7 +310,7 @@ def test_x_must_be_finite_non_empty_floats():
 
 def test_adaptive_solves_name_a_non_finite_model_instead_of_underflow_in_dt():
     """torchdiffeq shrinks the step to 0 on NaN and asserts "underflow in dt": the package says what went wrong."""
-    from scoregen.samplers.common import Model
+    from scoregen.core.flow import Model
     from scoregen.samplers.ode import odeint_pf
 
     mix = preset("gauss2d")
@@ -390,3 +391,53 @@ def test_quantised_x_warns_with_the_fix():
         log_likelihood(model, SDE, x, solver="rk4", options={"step_size": 0.25})
         ddpm_bound(model, SDE, xq, levels=levels, steps=4)
         ddpm_bound(model, SDE, x, steps=4)
+
+
+# --- the table: LikelihoodSettings from Python and the command line ------------------------------
+def test_the_table_from_python_is_the_commands_json(tmp_path):
+    """``table(LikelihoodSettings(...))`` returns the rows that ``scoregen likelihood`` prints and writes (the VAE
+    rows of 8 held-out digits in chunks of 4): the command is a thin call of the library."""
+    from importlib import resources
+    from pathlib import Path
+
+    from scoregen.app.cli import main
+    from scoregen.evaluation.likelihood import LikelihoodSettings, table
+
+    vae = Path(str(resources.files("scoregen") / "checkpoints" / "digits-vae.pt"))
+    main(["likelihood", "--vae-ckpt", str(vae), "-n", "8", "--iwae-k", "4", "--batch-size", "4", "--seed", "3",
+          "--device", "cpu", "--out", str(tmp_path / "ll.json")])
+    rows = table(LikelihoodSettings(vae_ckpt=vae, n=8, iwae_k=4, batch_size=4, seed=3, device="cpu"))
+    cli = json.loads((tmp_path / "ll.json").read_text())
+    assert [r["quantity"] for r in rows] == ["ELBO", "IWAE (k=4)"] and all(r["n"] == 8 for r in rows)
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in rows] == \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in cli]
+    with pytest.raises(ValueError, match="give --ckpt and/or --vae-ckpt"):
+        table(LikelihoodSettings())
+    with pytest.raises(ValueError, match="prior_k must be a positive integer; got 0"):
+        LikelihoodSettings(vae_ckpt=vae, prior_k=0)
+
+
+def test_the_likelihoods_import_no_sampler():
+    """The likelihoods share the PF-ODE's right-hand side with the samplers through ``core.flow``: nothing under
+    ``scoregen/evaluation/likelihood`` imports ``scoregen.samplers`` (read from the source files' imports)."""
+    import ast
+    from pathlib import Path
+
+    import scoregen.evaluation.likelihood as package
+
+    root = Path(package.__file__).parent
+    files = sorted(root.rglob("*.py"))
+    assert {f.name for f in files} >= {"__init__.py", "bpd.py", "pf_ode.py", "bound.py", "latent.py", "report.py"}
+    for f in files:
+        parts = ["scoregen", "evaluation", "likelihood"] + list(f.relative_to(root).parent.parts)
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = parts[:len(parts) - node.level + 1] if node.level else []
+                module = ".".join(base + ([node.module] if node.module else []))
+                names = [module] + [f"{module}.{a.name}" for a in node.names]
+            else:
+                continue
+            assert not any(n == "scoregen.samplers" or n.startswith("scoregen.samplers.") for n in names), \
+                f"{f.relative_to(root)}:{node.lineno} imports the samplers"

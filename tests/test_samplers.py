@@ -6,7 +6,7 @@ import torch
 
 import scoregen.samplers as S
 from scoregen.models.nets.vae import build_vae
-from scoregen.samplers.common import Model
+from scoregen.core.flow import Model
 from scoregen.samplers.grids import GRIDS, sampling_grid, time_grid
 from scoregen.samplers.ode import odeint_pf
 from scoregen.core.sde import VPSDE

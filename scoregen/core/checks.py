@@ -1,6 +1,7 @@
-"""Argument checks shared across the package: positive sizes, and values against their annotations.
+"""Argument checks shared across the package: positive sizes, values against their annotations, a value
+among allowed choices or in an interval (the samplers' and the likelihoods' options).
 
-Both raise a ValueError that names the argument, what is allowed and what was given. Values come from
+Each raises a ValueError that names the argument, what is allowed and what was given. Values come from
 JSON or the command line, so the rules are JSON's: an int is a number, a bool is neither.
 """
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import os
 import types
 import typing
+from numbers import Real
 
 
 def check_sizes(**sizes) -> None:
@@ -45,3 +47,19 @@ def check_types(owner, values: dict, what: str) -> None:
         if not any(_matches(value, kind) for kind in kinds):
             allowed = " or ".join(_NAMES.get(kind, getattr(kind, "__name__", str(kind))) for kind in kinds)
             raise ValueError(f"{what} {name!r} must be {allowed}; got {value!r} ({type(value).__name__})")
+
+
+def check_choice(name: str, value, allowed) -> None:
+    """Raise unless ``value`` is one of ``allowed`` (a tuple or a ``Literal``)."""
+    allowed = typing.get_args(allowed) or tuple(allowed)
+    if isinstance(value, bool) != isinstance(allowed[0], bool) or value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+
+
+def check_range(name: str, value, lo: float, hi: float, lo_open=True, hi_open=True) -> None:
+    """Raise unless ``value`` is a number in the interval (open or closed at each end)."""
+    ok = isinstance(value, Real) and not isinstance(value, bool) and (lo < value if lo_open else lo <= value) \
+        and (value < hi if hi_open else value <= hi)
+    if not ok:
+        span = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        raise ValueError(f"{name} must be a number in {span}; got {value!r}")

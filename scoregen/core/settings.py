@@ -27,11 +27,13 @@ _NONE = object()
 
 def setting(default=None, help: str = "", *, factory=None, flag: str | None = None, aliases: tuple = (),
             short: str | None = None, metavar: str | None = None, parse=None, choices=None, repeat: bool = False,
-            positional: bool = False, cli: bool = True):
+            positional: bool = False, required: bool = False, cli: bool = True):
     """A dataclass field with what the CLI needs in its metadata (module docstring). ``factory``: a default
-    factory for mutable defaults; ``cli=False``: a Python-only field (no flag)."""
+    factory for mutable defaults; ``positional``: an argument, optional unless ``required``; ``required``: the
+    command line must give it (the Python default None is then checked by the command); ``cli=False``: a
+    Python-only field (no flag)."""
     meta = {"setting": dict(help=help, flag=flag, aliases=tuple(aliases), short=short, metavar=metavar, parse=parse,
-                            choices=choices, repeat=repeat, positional=positional, cli=cli)}
+                            choices=choices, repeat=repeat, positional=positional, required=required, cli=cli)}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -88,9 +90,9 @@ def default_of(f: dataclasses.Field):
 
 
 def flags_of(f: dataclasses.Field, meta: dict) -> list[str]:
-    """The flags of a field: ``flag`` (default ``--name-with-dashes``), then ``short`` and ``aliases``."""
+    """The flags of a field: ``short``, then ``flag`` (default ``--name-with-dashes``) and ``aliases``."""
     main = meta["flag"] or "--" + f.name.replace("_", "-")
-    return [main] + ([meta["short"]] if meta["short"] else []) + list(meta["aliases"])
+    return ([meta["short"]] if meta["short"] else []) + [main] + list(meta["aliases"])
 
 
 def _type_of(hint):
@@ -101,8 +103,8 @@ def _type_of(hint):
 
 
 def _help(f: dataclasses.Field, meta: dict) -> str:
-    default = default_of(f)
-    if default in (None, False, True, {}, []) or "(default" in meta["help"]:
+    default = default_of(f)  # None, a switch's bool and an empty collection say nothing (0 and 1 do: not ``in``)
+    if default is None or isinstance(default, bool) or default in ({}, []) or "(default" in meta["help"]:
         return meta["help"]
     return f"{meta['help']} (default: {default})"
 
@@ -119,10 +121,11 @@ def add_arguments(parser: argparse.ArgumentParser, cls, dest_prefix: str = "") -
                           choices=meta["choices"])
             if not meta["repeat"]:
                 kwargs["type"] = meta["parse"] or _type_of(hints[f.name])
-        if meta["positional"]:
-            parser.add_argument(kwargs.pop("dest"), nargs="?", **kwargs)
+        if meta["positional"]:  # an absent optional one is None (argparse would pass SUPPRESS through its type)
+            optional = {} if meta["required"] else {"nargs": "?", "default": None}
+            parser.add_argument(kwargs.pop("dest"), **{**kwargs, **optional})
         else:
-            parser.add_argument(*flags_of(f, meta), **kwargs)
+            parser.add_argument(*flags_of(f, meta), **kwargs, **({"required": True} if meta["required"] else {}))
 
 
 def given(cls, args: argparse.Namespace, dest_prefix: str = "") -> dict:
@@ -130,7 +133,7 @@ def given(cls, args: argparse.Namespace, dest_prefix: str = "") -> dict:
     out = {}
     for f, meta in declared(cls):
         value = getattr(args, dest_prefix + f.name, _NONE)
-        if value is not _NONE:
+        if value is not _NONE and not (meta["positional"] and value is None):
             out[f.name] = meta["parse"](value) if meta["repeat"] and meta["parse"] else value
     return out
 

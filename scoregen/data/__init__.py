@@ -100,6 +100,16 @@ def dataset_source(dataset: str, options: dict, *, size: int | None = None) -> t
     return loader, {"path": str(path), **extra, **options}
 
 
+def with_data_path(options: dict | None, path: str | None) -> dict:
+    """A loader's ``options`` with ``path`` (the command line's ``--data-path``) added; the path given once."""
+    options = dict(options or {})
+    if path is not None:
+        if "path" in options:
+            raise ValueError("give the data path once: --data-path or --dataset-option path=...")
+        options["path"] = path
+    return options
+
+
 def load_dataset(name: str, **options) -> Dataset:
     """Load a data set by name; ``options`` go to its loader (see each loader's docstring), checked
     against its signature: unknown names and values of the wrong type are errors that name the valid ones."""
@@ -109,4 +119,4 @@ def load_dataset(name: str, **options) -> Dataset:
     return _LOADERS[name](**options)
 
 
-__all__ = ["Dataset", "GaussianMixture", "gaussian", "preset", "load_dataset", "dataset_source"]
+__all__ = ["Dataset", "GaussianMixture", "gaussian", "preset", "load_dataset", "dataset_source", "with_data_path"]

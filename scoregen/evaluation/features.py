@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
@@ -24,11 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from ..runtime.cache import cache_root
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/scoregen/features`` (``~/.cache/scoregen/features`` by default)."""
-    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "scoregen" / "features"
+    """The feature networks' cache: ``features/`` of ``runtime.cache.cache_root()`` (``~/.cache/scoregen/features``)."""
+    return cache_root() / "features"
 
 
 def _embed(fn, x: torch.Tensor, device, batch_size: int) -> torch.Tensor:

@@ -35,10 +35,10 @@ import torch
 
 from .metrics import ode_err
 from ..samplers import GRIDS, METHODS, is_deterministic, method_options, pf_ode_solution, sample, steps_onto_zero
-from ..samplers.common import model_device_dtype
 from ..samplers.grids import load_grid, sampling_grid, save_grid
-from ..samplers.ode import ADAPTIVE
+from ..core.flow import ADAPTIVE, model_device_dtype
 from ..core.sde import T_MIN, VPSDE
+from ..runtime.cache import cache_dir as runtime_cache_dir
 
 FIRST_STEP, MAX_STEP = 0.1, 0.3  # trial steps d, as fractions of the log-SNR gap between a time's neighbours
 MIN_STEP = 1e-3  # tuning ends when every time's trial step is below this
@@ -192,11 +192,9 @@ def grid_for(loaded, method: str, steps: int, options: dict | None = None, *, ca
     ``optimize_grid`` with its defaults at the model's t_min on the draws of ``TUNING_SEED`` (so that a sweep's
     own draws are held out) and saved there. The file's name holds a hash of the model's files
     (``ModelInfo.digest``), so a changed model is tuned afresh."""
-    from .features import default_cache_dir
-
     options, info = dict(options or {}), loaded.info
     key = hashlib.sha1(json.dumps([options, info.t_min], sort_keys=True).encode()).hexdigest()[:8]
-    cache_dir = default_cache_dir().parent if cache_dir is None else Path(cache_dir)
+    cache_dir = runtime_cache_dir(cache_dir)
     path = cache_dir / "grids" / f"{Path(info.path).stem}-{info.digest()}-{method}-{steps}-{key}.json"
     if path.is_file():
         return load_grid(path)

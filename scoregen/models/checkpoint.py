@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 
 from ..core.checks import check_types
+from ..core.settings import count, parse_options, setting
+from ..data import with_data_path
 from ..core.devices import resolve_device
 from .nets import build_model
 from ..runtime.outputs import write_atomic
@@ -42,25 +44,25 @@ class TrainConfig:
     ``world_size`` is a record, set by ``train``: the number of processes it ran on (the last, if resumed).
     """
 
-    dataset: str = "digits"
+    dataset: str = setting("digits", "data set name")
     dataset_options: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
     sde: dict = field(default_factory=dict)
-    steps: int = 10000
-    batch_size: int = 128
-    lr: float = 2e-4
+    steps: int = setting(10000, "total optimiser steps", parse=count(1))
+    batch_size: int = setting(128, "global batch size (split over torchrun's processes)", parse=count(1))
+    lr: float = setting(2e-4, "peak AdamW learning rate")
     weight_decay: float = 0.0
-    warmup: int = 500
-    ema_decay: float = 0.999
-    grad_clip: float = 1.0
-    t_min: float = T_MIN
-    seed: int = 0
+    warmup: int = setting(500, "linear warm-up steps", parse=count(0))
+    ema_decay: float = setting(0.999, "EMA decay")
+    grad_clip: float = setting(1.0, "gradient-norm clip (0: off)")
+    t_min: float = setting(T_MIN, "smallest training time")
+    seed: int = setting(0, "random seed")
     amp: bool = True
     log_every: int = 50
-    sample_every: int = 1000
-    ckpt_every: int = 1000
-    out: str = "runs/digits"
-    device: str | None = None
+    sample_every: int = setting(1000, "steps between sample grids (0: off)", parse=count(0))
+    ckpt_every: int = setting(1000, "steps between checkpoints (0: at the end only)", parse=count(0))
+    out: str = setting("runs/digits", "run directory (default: runs/<dataset>)")
+    device: str | None = setting(None, "cpu, cuda or cuda:N (default: cuda if available)")
     world_size: int | None = None
 
     # Fields a resumed run may change; the others must match the checkpoint's.
@@ -99,6 +101,57 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; valid: {', '.join(names)}")
         return cls(**d)
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """``scoregen train``: a TrainConfig assembled from, in increasing precedence, its defaults, a config file,
+    the run's checkpoint (``resume``) and the TrainConfig ``fields`` given (the command line's flags), with
+    the shortcuts below for its nested ``model``, ``sde`` and ``dataset_options``."""
+    config: Path | None = setting(None, "JSON file of TrainConfig fields, e.g. configs/digits.json")
+    resume: bool = setting(False, "continue from <out>/ckpt.pt")
+    arch: str | None = setting(None, "architecture: unet, mlp, ... (default: the data set's)", flag="--model")
+    preset: str | None = setting(None, "model preset, e.g. digits, cifar32, small32, toy")
+    vae: Path | None = setting(None, "latent diffusion: an eps-network on the codes of this VAE checkpoint "
+                                     "(trained on the same data set)")
+    schedule: str | None = setting(None, "noise schedule (default: linear)", choices=("linear", "cosine"))
+    dataset_options: dict | None = setting(None, "data set loader option, e.g. mixture=ring8 or size=32 (repeatable)",
+                                           flag="--dataset-option", metavar="KEY=VALUE", repeat=True,
+                                           parse=lambda items: parse_options(items, "--dataset-option"))
+    data_path: str | None = setting(None, "the folder or .npz file of --dataset folder|npz (the loader's path)")
+    progress: bool = setting(True, "no progress bar", flag="--no-progress")
+    fields: dict = field(default_factory=dict)
+
+    def train_config(self) -> TrainConfig:
+        """The run's TrainConfig (class docstring); ``out`` defaults to ``runs/<dataset>``."""
+        fields = {}
+        if self.config:
+            try:
+                fields = json.loads(Path(self.config).read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"--config {self.config} is not valid JSON: {e}") from None
+            if not isinstance(fields, dict):
+                raise ValueError(f"--config {self.config} must hold a JSON object of TrainConfig fields; got a "
+                                 f"{type(fields).__name__}")
+        given = dict(self.fields)
+        if self.vae and (self.arch or self.preset):
+            raise ValueError("--vae trains latent diffusion (arch latent): give no --model or --preset with it")
+        if self.arch or self.preset:
+            given["model"] = {k: v for k, v in (("arch", self.arch), ("preset", self.preset)) if v}
+        if self.vae:  # the config's latent settings (its eps-network) kept, its VAE replaced
+            model = fields.get("model", {}) if fields.get("model", {}).get("arch") == "latent" else {}
+            given["model"] = {**{k: v for k, v in model.items() if k != "vae"}, "arch": "latent",
+                              "vae_checkpoint": str(self.vae)}
+        if self.schedule:
+            given["sde"] = {"schedule": self.schedule}
+        options = with_data_path(self.dataset_options, self.data_path)
+        if options:
+            given["dataset_options"] = options
+        dataset = given.get("dataset", fields.get("dataset", TrainConfig.dataset))
+        out = given.setdefault("out", fields.get("out", f"runs/{dataset}"))
+        if self.resume:
+            fields.update(read_checkpoint(Path(out) / "ckpt.pt")["config"])
+        return TrainConfig.from_dict({**fields, **given})
 
 
 def save_checkpoint(state: dict, path) -> Path:

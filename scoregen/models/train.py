@@ -1,10 +1,10 @@
 """The training loop: denoising score matching for eps-networks, AdamW, warm-up, clipping, EMA, resume.
 
 One step: the next ``batch_size`` items x0 of a seeded permutation of the training set (a new one each
-epoch), ``loss = loss_fn(x0, generator=)``, AdamW step, EMA update. ``loss_fn`` is the model's own
-``loss(x0, generator=, rows=)`` when it has one (the VAE's negative ELBO), else ``denoising_loss`` (for latent
-diffusion, ``nets.latent``, on the standardised VAE codes of x0, drawn from the same generator); likewise
-sample grids use the model's own ``sample(n, generator=)`` when it has one. The noise (t, eps) comes from
+epoch), ``loss = loss_fn(x0, generator=)``, AdamW step, EMA update. By the model's kind (``core.flow.kind_of``),
+``loss_fn`` is a VAE's own ``loss(x0, generator=, rows=)`` (its negative ELBO), else ``denoising_loss`` (for
+latent diffusion, ``nets.latent``, on the standardised VAE codes of x0, drawn from the same generator);
+sample grids use the model's own ``sample(n, generator=)`` when it has one (a VAE's). The noise (t, eps) comes from
 one ``torch.Generator`` seeded ``config.seed``; its state, the global RNG state (dropout), the weights, the
 EMA and the optimiser state are in every checkpoint, so a resumed run continues bit-exactly.
 
@@ -34,6 +34,7 @@ from ..runtime import distributed
 from .checkpoint import TrainConfig, load_checkpoint, read_checkpoint, save_checkpoint
 from ..data import load_dataset
 from ..core.devices import resolve_device
+from ..core.flow import kind_of
 from .nets import PRESETS, LatentDiffusion, build_model
 from .nets.unet import layout_for
 from ..runtime.outputs import sample_png, write_atomic
@@ -54,16 +55,17 @@ def denoising_loss(eps_model, x0: torch.Tensor, *, generator: torch.Generator, s
 
 class Objective(torch.nn.Module):
     """The training loss of ``model`` as a module, which DistributedDataParallel wraps: ``forward(x0,
-    generator, rows)`` is the model's own ``loss`` if it has one (the VAE's), else ``denoising_loss``."""
+    generator, rows)`` is a VAE's own ``loss``, else ``denoising_loss`` (on a latent model's codes)."""
 
     def __init__(self, model: torch.nn.Module, sde: VPSDE, t_min: float):
         super().__init__()
         self.model, self.sde, self.t_min = model, sde, t_min
 
     def forward(self, x0: torch.Tensor, generator: torch.Generator, rows: slice) -> torch.Tensor:
-        if hasattr(self.model, "loss"):
+        kind = kind_of(self.model)
+        if kind == "vae":
             return self.model.loss(x0, generator, rows=rows)
-        if isinstance(self.model, LatentDiffusion):  # the data's codes (drawn for all of x0, like the noise)
+        if kind == "latent":  # the data's codes (drawn for all of x0, like the noise)
             x0 = self.model.encode(x0, generator)
         return denoising_loss(self.model, x0, generator=generator, sde=self.sde, t_min=self.t_min, rows=rows)
 
@@ -130,8 +132,9 @@ def _latent_config(model: dict, shape: tuple[int, ...]) -> dict:
                          f"got {path!r}")
     vae_config = model.get("vae") or read_checkpoint(path)["config"]["model"]
     vae = build_model(vae_config)
-    if not hasattr(vae, "decode") or tuple(vae.shape) != tuple(shape):
-        what = f"decodes to samples of shape {tuple(vae.shape)}" if hasattr(vae, "decode") else "holds no VAE"
+    is_vae = kind_of(vae) == "vae"
+    if not is_vae or tuple(vae.shape) != tuple(shape):
+        what = f"decodes to samples of shape {tuple(vae.shape)}" if is_vae else "holds no VAE"
         raise ValueError(f"vae_checkpoint {path} {what}; the data set's samples have shape {tuple(shape)}")
     net = model.get("net") or {}
     net = model_config_for(net if "arch" in net or "preset" in net else {**LATENT_NET, **net}, "", (vae.z_dim,))
@@ -163,12 +166,13 @@ def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float):
 
 @torch.no_grad()
 def save_samples(model, sde: VPSDE, shape: tuple[int, ...], path, *, seed: int = 0):
-    """Draw samples of ``model`` (its own ``sample(n, generator=)``, else 50 DDIM steps) and save a PNG:
+    """Draw samples of ``model`` (its own ``sample(n, generator=)`` if it has one, as a VAE has: not a kind test,
+    any module that draws its own samples does; else 50 DDIM steps) and save a PNG:
     an 8x8 grid of images, or a scatter plot of 2000 points (``outputs.sample_png``); ``shape``: the data's."""
     device = next(model.parameters()).device
     g = torch.Generator(device).manual_seed(seed)
     n = 64 if len(shape) == 3 else 2000
-    if hasattr(model, "sample"):
+    if callable(getattr(model, "sample", None)):
         x = model.sample(n, generator=g)
     else:
         from ..samplers import sample
@@ -313,7 +317,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     rows = slice(rank * local, (rank + 1) * local)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config.model).to(device)
-    if isinstance(model, LatentDiffusion) and not resume:
+    if kind_of(model) == "latent" and not resume:
         _init_latent(model, config, x_train, device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

@@ -22,7 +22,8 @@ from numbers import Integral
 import torch
 
 from ..core.sde import T_MIN, VPSDE
-from .common import Model, Recorder, Trajectory, check_grid, model_device_dtype
+from ..core.flow import Model, model_device_dtype
+from .common import Recorder, Trajectory, check_grid
 from .ddim import sample_ddim
 from .ddpm import sample_ddpm
 from .dpmpp import sample_dpmpp
@@ -81,7 +82,7 @@ def summary(method: str) -> str:
 class SampleResult:
     """``x`` on the model's device; ``nfe`` network calls made; ``options`` as resolved (method, steps, grid,
     t_min and the method's options); ``trajectory`` (times, states) from t = 1 to the end when asked. For a
-    latent model (one with ``to_data``, ``nets.latent``) ``x`` is decoded from ``latents``, the sampler's own
+    latent model (kind "latent", ``nets.latent``) ``x`` is decoded from ``latents``, the sampler's own
     output, in ``decoder_calls`` (1) calls of the decoder, which ``nfe`` does not count."""
     x: torch.Tensor
     nfe: int
@@ -103,10 +104,6 @@ def describe() -> str:
     return "\n".join(lines + [f"grids: {', '.join(GRIDS)}, or an explicit tensor of decreasing times"])
 
 
-def _looks_like_vae(model) -> bool:
-    return all(callable(getattr(model, name, None)) for name in ("encode", "decode", "sample"))
-
-
 def sample(eps_model, sde: VPSDE, shape, method: str, steps: int | None = None, *, grid="uniform",
            t_min: float | None = None, generator: torch.Generator | None = None, device=None,
            dtype: torch.dtype | None = None, x1: torch.Tensor | None = None, return_trajectory: bool = False,
@@ -116,8 +113,8 @@ def sample(eps_model, sde: VPSDE, shape, method: str, steps: int | None = None, 
     Args:
         eps_model: callable ``(x, t) -> eps``, t a float tensor [batch] in (0, 1]. An nn.Module
             fixes device and dtype; a plain function takes ``device`` (cpu) and ``dtype`` (float32).
-            A latent model (``nets.latent.LatentDiffusion``: ``shape`` and ``to_data(u)``) is sampled in its
-            latent space and its samples decoded (``SampleResult``).
+            A latent model (kind "latent", ``core.flow.kind_of``: ``nets.latent.LatentDiffusion``, with ``shape``
+            and ``to_data(u)``) is sampled in its latent space and its samples decoded (``SampleResult``).
         sde: the VPSDE the model was trained with.
         shape: (batch, *data_shape); for a latent model (batch, *eps_model.shape).
         method: a key of ``METHODS``; steps: its number of steps (None: ``STEPS[method]``).
@@ -138,7 +135,10 @@ def sample(eps_model, sde: VPSDE, shape, method: str, steps: int | None = None, 
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     if not isinstance(sde, VPSDE):
         raise ValueError(f"sde must be a VPSDE (the one eps_model was trained with); got {type(sde).__name__}")
-    if _looks_like_vae(eps_model):
+    from ..core.flow import kind_of  # the model-kind protocol
+
+    kind = kind_of(eps_model)
+    if kind == "vae":
         raise ValueError(f"eps_model is a VAE: sample it with its own one decoder call, vae.sample(n, generator=...); "
                          f"method {method!r} needs an eps-network")
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -166,8 +166,8 @@ def sample(eps_model, sde: VPSDE, shape, method: str, steps: int | None = None, 
             or not all(isinstance(n, Integral) and n > 0 for n in shape):
         raise ValueError(f"shape must be (batch, *data_shape) of positive integers; got {shape!r}")
     shape = tuple(shape)
-    to_data = getattr(eps_model, "to_data", None)
-    if to_data is not None and shape[1:] != tuple(eps_model.shape):
+    latent = kind == "latent"
+    if latent and shape[1:] != tuple(eps_model.shape):
         raise ValueError(f"eps_model is a latent diffusion model: shape must be (batch, "
                          f"{', '.join(map(str, eps_model.shape))}), its latent; got {shape} (its samples are "
                          f"decoded to shape {tuple(eps_model.data_shape)})")
@@ -185,15 +185,15 @@ def sample(eps_model, sde: VPSDE, shape, method: str, steps: int | None = None, 
     with torch.no_grad():
         x = sde.prior_sample(shape, generator=generator, device=device, dtype=dtype) if x1 is None else x1
         x = latents = fn(model, x, t, generator=generator, record=record, **options)
-        if to_data is not None:
-            x = to_data(latents)
+        if latent:
+            x = eps_model.to_data(latents)
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"method {method!r} produced non-finite samples: eps_model returned NaN/inf "
                          "or the step count is too small for its solver")
     resolved = {"method": method, "steps": len(t) - 1, "grid": name, "t_min": t_min,
                 **defaults, **options}
     return SampleResult(x, model.nfe, resolved, record.result() if record else None,
-                        latents=None if to_data is None else latents, decoder_calls=int(to_data is not None))
+                        latents=latents if latent else None, decoder_calls=int(latent))
 
 
 def pf_ode_solution(eps_model, sde: VPSDE, x1: torch.Tensor, *, t_min: float | None = None, tol: float = TOL,

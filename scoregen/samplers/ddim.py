@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from .common import Model, Recorder, check_grid, check_range, on, transition
+from ..core.checks import check_range
+from ..core.flow import Model
+from .common import Recorder, check_grid, on, transition
 
 
 def sample_ddim(model: Model, x: torch.Tensor, t: torch.Tensor, *, eta: float = 0.0, generator=None,

@@ -1,13 +1,11 @@
 """Ancestral sampling (Ho et al. 2020, Algorithm 2) on any decreasing grid 1 >= t_K > ... > t_0 >= 0."""
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-from .common import Model, Recorder, check_choice, check_grid, on, transition
-
-Variance = Literal["posterior", "beta"]
+from ..core.checks import check_choice
+from ..core.flow import Model, Variance
+from .common import Recorder, check_grid, on, transition
 
 
 def sample_ddpm(model: Model, x: torch.Tensor, t: torch.Tensor, *, variance: Variance = "posterior",

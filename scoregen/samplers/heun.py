@@ -5,7 +5,9 @@ import math
 
 import torch
 
-from .common import Model, Recorder, check_grid, check_range, on
+from ..core.checks import check_range
+from ..core.flow import Model
+from .common import Recorder, check_grid, on
 
 
 def sample_heun(model: Model, x: torch.Tensor, t: torch.Tensor, *, s_churn: float = 0.0, s_tmin: float = 0.0,

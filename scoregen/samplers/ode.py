@@ -27,80 +27,13 @@ from typing import Literal
 import torch
 from torchdiffeq import odeint
 
-from .common import Model, Recorder, check_choice, check_grid, check_range, final_step
+from ..core.checks import check_choice, check_range
+from ..core.flow import ADAPTIVE, FIXED, Model, ProbabilityFlow, check_state, final_step
+from .common import Recorder, check_grid
 
-FIXED = ("euler", "midpoint", "heun2", "heun3", "rk4")
-ADAPTIVE = ("dopri5", "bosh3", "adaptive_heun", "dopri8")
 Solver = Literal[FIXED + ADAPTIVE]
 Variable = Literal["t", "log_snr", "edm"]
 TOL = 1e-5  # rtol and atol of the adaptive solvers when not given
-
-
-def _first_bad(x: torch.Tensor) -> str:
-    """"k of n values, the first at index (i, ...)": where a tensor is NaN or inf."""
-    bad = ~torch.isfinite(x)
-    return f"{int(bad.sum())} of {bad.numel()} values, the first at index {tuple(bad.nonzero()[0].tolist())}"
-
-
-def check_state(x: torch.Tensor, name: str = "x") -> None:
-    """Raise unless ``x`` is a floating tensor [n, ...] with n >= 1, all finite (one host sync)."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating tensor; got dtype {x.dtype} (integer levels k of L: "
-                         f"scale them to [-1, 1] as 2k/(L-1) - 1 first)")
-    if x.dim() < 2:
-        raise ValueError(f"{name} must have shape [n, ...] with a batch dimension; got {tuple(x.shape)}")
-    if x.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}): give at least one point")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} has NaN/inf values ({_first_bad(x)})")
-
-
-class ProbabilityFlow:
-    """The PF-ODE right-hand side in ``variable``; the state is x, or y = x / alpha for "edm".
-    ``check_finite``: raise on a non-finite network output (a host sync per call: adaptive solvers only)."""
-
-    def __init__(self, model: Model, variable: str, record: Recorder | None = None, check_finite: bool = False):
-        self.model, self.sde, self.variable, self.record = model, model.sde, variable, record
-        self.check_finite = check_finite
-
-    def v_of_t(self, t: torch.Tensor) -> torch.Tensor:
-        if self.variable == "t":
-            return t
-        log_snr = self.sde.log_snr(t)
-        return log_snr if self.variable == "log_snr" else torch.exp(-log_snr)
-
-    def t_of_v(self, v: torch.Tensor) -> torch.Tensor:
-        if self.variable == "t":
-            return v
-        log_snr = v if self.variable == "log_snr" else -torch.log(v)
-        return self.sde.t_from_log_snr(log_snr).clamp(max=1.0)
-
-    def scale(self, t: torch.Tensor) -> torch.Tensor:
-        """x = scale(t) * state."""
-        return self.sde.alpha(t) if self.variable == "edm" else torch.ones_like(t)
-
-    def __call__(self, v: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        t = self.t_of_v(v)
-        x = self.scale(t) * y
-        eps = self.model.eps(x, t)
-        if self.check_finite and not bool(torch.isfinite(eps).all()):
-            where = "" if bool(torch.isfinite(x).all()) else (f"; its input x_t had NaN/inf ({_first_bad(x)}): "
-                                                          "the solve diverged where the network extrapolates")
-            raise ValueError(f"eps_model returned NaN/inf at t={float(t):.4g} during the adaptive ODE solve "
-                             f"({_first_bad(eps)}){where}")
-        if self.variable == "edm":
-            return eps
-        sigma = self.sde.sigma(t)
-        if self.variable == "log_snr":
-            return sigma ** 2 * x - sigma * eps
-        return self.sde.drift(x, t) + 0.5 * self.sde.diffusion(t) ** 2 * eps / sigma
-
-    def record_step(self, v0: torch.Tensor, y0: torch.Tensor, dv) -> None:
-        """Records the start of each accepted adaptive step (torchdiffeq's ``callback_accept_step``)."""
-        t = self.t_of_v(v0)
-        self.record(t, self.scale(t) * y0)
 
 
 def odeint_pf(model: Model, x: torch.Tensor, times: torch.Tensor, *, solver: str, variable: str,

@@ -7,7 +7,9 @@ from typing import Literal
 
 import torch
 
-from .common import Model, Recorder, check_choice, check_grid, check_range, final_step, on, transition
+from ..core.checks import check_choice, check_range
+from ..core.flow import Model, final_step
+from .common import Recorder, check_grid, on, transition
 
 Predictor = Literal["reverse_diffusion", "ancestral"]
 

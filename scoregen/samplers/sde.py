@@ -22,7 +22,9 @@ import torch
 import torchsde
 from scipy.interpolate import PchipInterpolator
 
-from .common import Model, Recorder, check_choice, check_grid, final_step
+from ..core.checks import check_choice
+from ..core.flow import Model, final_step
+from .common import Recorder, check_grid
 
 # solver -> (sde_type, noise_type) that torchsde 0.2.6 accepts; "additive" lets g act as g(t) v.
 SOLVERS = {

@@ -6,7 +6,9 @@ from typing import Literal
 
 import torch
 
-from .common import Model, Recorder, check_choice, check_grid, on
+from ..core.checks import check_choice
+from ..core.flow import Model
+from .common import Recorder, check_grid, on
 from .logsnr import log_snr_grid, step_orders
 
 Order = Literal[1, 2, 3]

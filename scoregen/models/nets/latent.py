@@ -27,6 +27,7 @@ class LatentDiffusion(nn.Module):
         net: the eps-network on u, shape [n, z_dim] (an ``MLP``, or any callable ``(u, t) -> eps``).
         codes: "draw" (z ~ q(z | x)) or "mean" (z = mu(x)): the codes the network is trained on.
     """
+    kind = "latent"  # the model kind (``core.flow.kind_of``): sampled on its latent ``shape``, then ``to_data``
 
     def __init__(self, vae: nn.Module, net, codes: Literal["draw", "mean"] = "draw"):
         super().__init__()

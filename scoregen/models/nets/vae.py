@@ -77,6 +77,7 @@ class VAE(nn.Module):
         scale: decoder std; None learns one per dimension, a float fixes it (the MSE variant).
         kl_weight: weight of the KL in ``loss`` (1 = the negative ELBO; otherwise not a bound).
     """
+    kind = "vae"  # the model kind (``core.flow.kind_of``): sampled by its own ``sample``, no sampler
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, z_dim: int, shape, *, levels: int | None = None,
                  scale: float | None = None, kl_weight: float = 1.0):

@@ -1,0 +1,57 @@
+"""A run's results as files: ``compare.json``, ``compare.csv``, ``compare.md``, ``quality_vs_nfe.png`` and
+``samples_<sampler>.png`` (rendered by ``runtime.outputs``), each written whole (``outputs.write_atomic``) once
+every row is measured; sample pictures of samplers that an earlier run into the same folder had, but this one
+has not, are removed, so the folder holds one run."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from ...runtime import outputs
+from .plan import SWEEPS
+from .run import Results
+
+METRICS = ("fd", "kid", "attr_tv", "swd", "mmd", "logp", "logp_data", "logp_gap", "moment_kl", "ode_err",
+           "clipped")  # columns
+PLOTTED = {"image": ("fd", "kid", "attr_tv"), "vector": ("swd", "mmd"), "oracle": ("moment_kl", "logp_gap"),
+           "deterministic": ("ode_err",)}
+LOG_SCALE = ("fd", "swd", "moment_kl", "ode_err")  # positive metrics, plotted on a log axis
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The rows of ``compare`` as a markdown table, each metric as ``value ± spread``; options are the
+    sweep's own (every resolved option is in the JSON and CSV)."""
+    return outputs.markdown_table(rows, METRICS, {label: sweep.options for label, sweep in SWEEPS.items()})
+
+
+def report(results: Results, out: Path, *, grid_nfe: float = 100, progress: bool = True) -> None:
+    """Every file of a run into ``out`` (module docstring), rendered in memory first. quality_vs_nfe.png: the
+    headline metrics, one line per sampler, a star for the VAE and each tuned row; each sampler's picture
+    shows its row with the NFE closest to ``grid_nfe``."""
+    summary = results.summary
+    table = summary["rows"]
+    title = f"{summary['dataset']}: n = {summary['n']} samples per row, seed {summary['seed']}, {summary['device']}"
+    note = f"Model: {summary['checkpoint']} ({summary['model']['format']}, {summary['dtype']})." + (
+        "" if results.features_note is None else f" {results.features_note}.")
+    plot = outputs.quality_plot(table, title, sum(PLOTTED.values(), ()), LOG_SCALE,
+                                stars=[label for label, sweep in SWEEPS.items() if sweep.kind == "vae" or sweep.grid])
+    files = {"compare.json": json.dumps(summary, indent=2).encode() + b"\n",
+             "compare.csv": outputs.csv_table(table, METRICS),
+             "compare.md": f"# {title}\n\n{note}\n\n{markdown_table(table)}".encode(), "quality_vs_nfe.png": plot}
+    rows = table[1:]  # the sweep's rows, in the order of results.samples (the data floor has no samples)
+    for label in dict.fromkeys(r["sampler"] for r in rows):
+        best = min((i for i, r in enumerate(rows) if r["sampler"] == label),
+                   key=lambda i: abs(math.log(rows[i]["nfe"] / grid_nfe)))
+        files[f"samples_{label}.png"] = outputs.sample_png(results.samples[best])
+    out.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        outputs.write_atomic(out / name, content)
+    for stale in set(out.glob("samples_*.png")) - {out / name for name in files}:  # an earlier run's samplers
+        stale.unlink()
+    if progress:
+        print(f"wrote {', '.join(files)} to {out} ({summary['wall_s_total']:.0f} s)", file=sys.stderr)
+
+
+__all__ = ["METRICS", "markdown_table", "report"]

@@ -1,0 +1,178 @@
+"""The sweep run: every row of a ``Plan`` sampled from the models it is given and measured (``measure``).
+
+Each row's ``n`` samples are drawn in chunks of ``batch_size``, chunk k from the generator seeded
+``chunk_seed(seed, k)``, shared by the ranks of a torchrun (``runtime.distributed.map_chunks``) and gathered on
+rank 0, which alone measures: the eps-network's rows start from the same prior draws (common random numbers),
+and the deterministic ones are measured by ``ode_err`` against the PF-ODE's own map of those draws, solved
+once. What comes back is plain data (``Results``), which ``report`` renders.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ...models.loading import LoadedModel, ModelInfo, vae_options
+from ...runtime import distributed
+from ...samplers import pf_ode_solution, sample, steps_onto_zero
+from ...samplers.ode import TOL
+from ..metrics import floor, ode_err
+from ..tune import grid_for
+from .measure import clip, evaluator, extractor_for, features_note
+from .plan import Plan, Row
+from .settings import CompareSettings
+
+FLOOR = "data floor"
+
+
+@dataclass
+class Results:
+    """What a run measured: ``summary``, the contents of compare.json (the run's facts and its ``rows``, the
+    data floor first); ``samples``, for each row of the plan in order, its first 64 images or 2000 points (the
+    pictures); ``features_note``, the feature space images were measured in (None for other data)."""
+    summary: dict
+    samples: list[torch.Tensor]
+    features_note: str | None = None
+
+
+@contextmanager
+def num_threads(threads: int | None):
+    """torch's intra-op CPU threads set to ``threads`` (None: unchanged) for the block."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads or saved)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _row_grid(row: Row, grid, loaded: LoadedModel, cache_dir: Path, progress: bool):
+    """The grid a row runs on: the run's rule by name; the run's explicit grid, its last time set to the
+    model's t_min for samplers that stop there (``steps_onto_zero``) when it ends at 0; or the model's
+    tuned grid (``tune.grid_for``)."""
+    sweep = row.sweep
+    if sweep.grid == "tuned":
+        return grid_for(loaded, sweep.method, int(row.value), sweep.options, cache_dir=cache_dir, progress=progress)
+    if not isinstance(grid, torch.Tensor) or steps_onto_zero(sweep.method) or grid[-1] > 0:
+        return grid
+    t_min = loaded.info.t_min
+    if not grid[-2] > t_min:
+        raise ValueError(f"the grid ends at 0 and {sweep.method!r} stops at the model's t_min = {t_min}: its "
+                         f"last but one time must be above it; got {float(grid[-2])}")
+    return torch.cat([grid[:-1], grid.new_tensor([t_min])])
+
+
+def _draw(row: Row, grid, loaded: LoadedModel, size: int, shape, generator) -> tuple:
+    """``(x, nfe, resolved options, decoder calls)`` of ``size`` samples of a row on ``grid``; a VAE draws by its
+    own ``sample`` (its one decoder call is its NFE); a latent model's decoder call is not NFE."""
+    sweep, value = row.sweep, row.value
+    if sweep.kind == "vae":
+        options = vae_options(sweep.options)
+        return loaded.model.sample(size, generator=generator, **options), 1, options, 0
+    options = dict(sweep.options, **({"rtol": value, "atol": value} if sweep.adaptive else {}))
+    explicit = isinstance(grid, torch.Tensor)
+    res = sample(loaded.model, loaded.sde, (size, *shape), sweep.method, grid=grid, generator=generator,
+                 steps=None if sweep.adaptive or explicit else int(value),
+                 t_min=None if explicit else loaded.info.t_min, **options)
+    resolved = {k: v for k, v in res.options.items() if k not in ("method", "steps", "rtol", "atol")}
+    return res.x, res.nfe, dict(resolved, grid=sweep.grid or resolved["grid"]), res.decoder_calls
+
+
+def _reference(loaded: LoadedModel, n: int, chunk: int, shape, device: torch.device, seed: int) -> tuple | None:
+    """``(x, nfe, wall)`` on rank 0 (None elsewhere): the PF-ODE's map (``pf_ode_solution``) of the prior draws
+    every row starts from (the first draw of each chunk from the row's generator of that chunk)."""
+    dtype = next(loaded.model.parameters()).dtype
+
+    def solve(start, size, g):
+        x1 = loaded.sde.prior_sample((size, *shape), generator=g, device=device, dtype=dtype)
+        res = pf_ode_solution(loaded.model, loaded.sde, x1, t_min=loaded.info.t_min)
+        return res.x, res.nfe
+
+    begin = time.perf_counter()
+    parts = distributed.map_chunks(solve, n, chunk, seed=seed, device=device, what="the PF-ODE reference")
+    if parts is None:
+        return None
+    return torch.cat([x for x, _ in parts]), max(nfe for _, nfe in parts), time.perf_counter() - begin
+
+
+def _sample_rows(rows, grids: list, models: dict, data, n: int, device: torch.device, seed: int, chunk: int,
+                 evaluate, progress: bool) -> tuple[list, list, dict | None]:
+    """Each row's fields and kept samples (the first 64 images or 2000 points) on rank 0 (``map_chunks`` shares
+    the chunks of ``chunk`` samples among the ranks; elsewhere both lists are empty), and what the PF-ODE
+    reference of ``ode_err`` cost (None without one)."""
+    from tqdm.auto import tqdm
+
+    fields, kept, reference, ref = [], [], None, None
+    shape = models["eps"].info.shape or data.shape  # what the samplers draw: a latent model's latents
+    if any(row.deterministic for row in rows):
+        solved = _reference(models["eps"], n, chunk, shape, device, seed)
+        if solved is not None:
+            ref, ref_nfe, ref_wall = solved
+            reference = dict(method="ode", solver="dopri5", tol=TOL, nfe=ref_nfe, wall_s=ref_wall)
+    for row, grid in tqdm(list(zip(rows, grids)), desc="compare", disable=not (progress and distributed.is_main()),
+                          dynamic_ncols=True):
+        sweep = row.sweep
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        parts = distributed.map_chunks(lambda _, size, g: _draw(row, grid, models[sweep.kind], size, shape, g), n,
+                                       chunk, seed=seed, device=device, what=f"the samples of {row.label}")
+        wall = time.perf_counter() - start  # the parts are on the CPU: every chunk has finished
+        if parts is None:
+            continue
+        x, nfes, resolved = torch.cat([p[0] for p in parts]), [p[1] for p in parts], parts[0][2]
+        decoded = {"decoder_calls": parts[0][3]} if parts[0][3] else {}  # per sampler call, as nfe
+        err = {"ode_err": ode_err(x, ref)} if row.deterministic else {}
+        x, clipped = clip(x, data)
+        fields.append(dict(sampler=row.label, method=sweep.method, options=resolved,
+                           steps=None if sweep.adaptive else int(row.value), tol=row.value if sweep.adaptive else None,
+                           nfe=sum(nfes) / len(nfes) if sweep.adaptive else nfes[0], n=n, **evaluate(x), **err,
+                           **clipped, **decoded, wall_s=wall, device=str(device)))
+        kept.append(x[:64 if data.is_image else 2000])
+    return fields, kept, reference
+
+
+def run(plan: Plan, models: dict, data, settings: CompareSettings, *, grid, device: torch.device,
+        dataset_options: dict, cache_dir: Path, inception=None, started: float | None = None) -> Results | None:
+    """Sample and measure every row of ``plan`` (module docstring) with ``models`` (kind -> ``LoadedModel``:
+    "eps", and "vae" for a VAE row) on ``grid`` (the settings' grid resolved: a name or times), against
+    ``data`` (loaded with ``dataset_options``). ``inception``: ``features.InceptionFeatures`` on rank 0, else
+    the data set's feature network (``cache_dir/features``); tuned grids are cached in ``cache_dir/grids``.
+    ``started``: when the run began, for ``wall_s_total``. Returns the ``Results`` on rank 0, None elsewhere."""
+    s, n, rows = settings, plan.n, plan.rows
+    started = time.perf_counter() if started is None else started
+    main, progress = distributed.is_main(), s.progress and distributed.is_main()
+    chunk = s.batch_size or distributed.CHUNK
+    extractor = extractor_for(data, inception=inception, cache_dir=cache_dir, device=device) \
+        if data.is_image and main else None
+    with distributed.main_first():  # rank 0 tunes the grids into the cache, the others read them
+        grids = [_row_grid(row, grid, models["eps"], cache_dir, progress) if row.sweep.kind == "eps" else "uniform"
+                 for row in rows]
+    evaluate = evaluator(data, extractor, n, s.seed) if main else None
+    fields, kept, reference = _sample_rows(rows, grids, models, data, n, device, s.seed, chunk, evaluate, progress)
+    if not main:
+        return None
+    source = "oracle draws" if data.oracle is not None else "training items"
+    floor_row = dict(sampler=FLOOR, method=None, options={"source": source}, steps=None, tol=None, nfe=None,
+                     n=n, **floor(evaluate, data, n, generator=torch.Generator().manual_seed(s.seed + 2)),
+                     wall_s=None, device=str(device))
+    summary = dict(dataset=data.name, dataset_options=dataset_options, n=n, seed=s.seed, device=str(device),
+                   world_size=distributed.world_size(), chunk=chunk,
+                   grid=grid if isinstance(grid, str) else grid.tolist(), ode_reference=reference,
+                   checkpoint=models["eps"].info.path, model=_model_facts(models["eps"].info),
+                   dtype=s.dtype or "fp32", vae_checkpoint=models["vae"].info.path if "vae" in models else None,
+                   feature_net=None if extractor is None else extractor.info,
+                   wall_s_total=time.perf_counter() - started, rows=[floor_row] + fields)
+    note = None if extractor is None else features_note(extractor.info, data.name)
+    return Results(summary, kept, note)
+
+
+def _model_facts(info: ModelInfo) -> dict:
+    """What the summary says of the eps-network: its format, smallest time and the format's own facts."""
+    return dict(format=info.format, t_min=info.t_min, **info.details)
+
+
+__all__ = ["FLOOR", "Results", "num_threads", "run"]
