@@ -24,6 +24,7 @@ import torch
 import scoregen as sg
 from scoregen.models.checkpoint import TrainConfig, load_checkpoint
 from scoregen.evaluation.likelihood import bits_per_dim, ddpm_bound
+from scoregen.evaluation.features import FeatureNet
 from scoregen.evaluation.metrics import floor, sample_metrics
 from scoregen.runtime.outputs import tile
 from scoregen.models.train import train
@@ -85,7 +86,9 @@ def main():
             *[("DDPM", f"DDIM {k} steps", dict(model=ddpm, method="ddim", steps=k), ddpm_bpd) for k in args.ddim_steps],
             *[("DDPM", f"ancestral {k} steps", dict(model=ddpm, method="ddpm", steps=k), ddpm_bpd)
               for k in [args.ddpm_steps] if k]]
-    real = floor(lambda x: sample_metrics(x, data), data, args.n, generator=torch.Generator().manual_seed(0))
+    features = FeatureNet.for_dataset(data)
+    real = floor(lambda x: sample_metrics(x, data, extractor=features), data, args.n,
+                 generator=torch.Generator().manual_seed(0))
     print(f"\ndigits, held-out n = {len(x_test)}; metrics on n = {args.n} samples, digits-classifier features\n")
     print("| model | sampler | NFE | bits/dim (held-out) | FD | KID x 1e3 | sampling s |")
     print("|---|---|---|---|---|---|---|")
@@ -96,7 +99,7 @@ def main():
         with torch.no_grad():
             x, nfe = draw(**how)
         seconds = time.perf_counter() - start
-        m = sample_metrics(x, data)
+        m = sample_metrics(x, data, extractor=features)
         print(f"| {model_name} | {sampler} | {nfe} | {bpd} | {m['fd']:.2f} | {1e3 * m['kid']:.2f} | {seconds:.1f} |")
         panels.append((f"{model_name}, {sampler} (NFE {nfe})", x))
 

@@ -12,9 +12,9 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-from ..core.settings import count, parse_options, setting
+from ..core.settings import count, device_setting, dtype_setting, parse_options, setting
+from ..models.loading import DTYPES
 from ..runtime.distributed import CHUNK
 
 # sample()'s own parameters, which -o must not set
@@ -24,7 +24,6 @@ SAMPLE_FLAGS = {"steps": "--steps", "grid": "--grid", "method": "--method", "sha
 # optimize_grid's own parameters, which -o must not set
 TUNE_FLAGS = {**SAMPLE_FLAGS, "n": "-n", "seed": "--seed", "max_evals": "--max-evals", "progress": "--no-progress",
               "t_min": "(the checkpoint's)", "x1": "(the tuning draws)"}
-DEVICE = "cpu, cuda or cuda:N (default: cuda if available)"
 
 
 @dataclass(frozen=True)
@@ -46,10 +45,8 @@ class SampleSettings:
     batch_size: int = setting(CHUNK, "samples per sampler call, each call seeded from --seed and its index, so that "
                                      "the samples are the same under torchrun for any number of processes",
                               parse=count(1))
-    device: str | None = setting(None, DEVICE)
-    dtype: Literal["fp32", "bf16", "fp16"] | None = setting(
-        None, "the eps-network's compute dtype: bf16/fp16 run it under autocast, the sampler in fp32 (default: fp32)",
-        choices=("fp32", "bf16", "fp16"))
+    device: str | None = device_setting()
+    dtype: str | None = dtype_setting(tuple(DTYPES))
     out: Path = setting(Path("samples.png"), ".png (grid or scatter) or .npz")
 
 
@@ -140,7 +137,7 @@ class TuneGridSettings:
     seed: int = setting(0, "seed of the tuning draws; the held-out draws use seed + 1")
     max_evals: int = setting(200, "most sampler runs of the tuning, each about K NFE at batch n", parse=count(0))
     out: Path = setting(Path("grid.json"), "the grid file, JSON")
-    device: str | None = setting(None, DEVICE)
+    device: str | None = device_setting()
     progress: bool = setting(True, "no progress bar", flag="--no-progress")
 
 

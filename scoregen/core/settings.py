@@ -39,6 +39,18 @@ def setting(default=None, help: str = "", *, factory=None, flag: str | None = No
     return dataclasses.field(default=default, metadata=meta)
 
 
+def device_setting():
+    """The ``--device`` setting every command shares."""
+    return setting(None, "cpu, cuda or cuda:N (default: cuda if available)")
+
+
+def dtype_setting(choices: tuple):
+    """The ``--dtype`` setting of the commands that sample an eps-network: ``choices`` are
+    ``models.loading.DTYPES``' names."""
+    return setting(None, "the eps-network's compute dtype: bf16/fp16 run it under autocast, the sampler in fp32 "
+                         "(default: fp32)", choices=choices)
+
+
 def count(low: int):
     """A flag's type: an integer >= ``low``."""
     def parse(text: str) -> int:
@@ -143,5 +155,5 @@ def from_args(cls, args: argparse.Namespace, **extra):
     return cls(**given(cls, args), **extra)
 
 
-__all__ = ["setting", "count", "number", "parse_options", "declared", "flags_of", "add_arguments", "given",
-           "from_args"]
+__all__ = ["setting", "device_setting", "dtype_setting", "count", "number", "parse_options", "declared", "flags_of",
+           "add_arguments", "given", "from_args"]

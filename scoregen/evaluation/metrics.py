@@ -4,7 +4,8 @@ Low-dimensional data: sliced Wasserstein distance (exact 1-D W_p per random dire
 unbiased MMD^2 with a mixture of Gaussian kernels; against a Gaussian-mixture oracle, the exact
 mean log-density of the samples and the Gaussian KL of their first two moments.
 Images: Frechet distance (the FID formula, Heusel et al. 2017) and KID (Binkowski et al. 2018)
-on features of ``scoregen.features`` (a small cached classifier, or Inception weights on disk).
+on features of a feature network (``features``: a small cached classifier, or Inception weights on disk),
+which the image metrics take as an argument: measuring never trains.
 ``floor`` gives any metric's value on real data, the best a model can hope for at that n.
 Scalar metrics are Python floats, computed in float64 on the device of their input.
 """
@@ -14,7 +15,6 @@ import math
 
 import torch
 
-from .features import FeatureNet
 
 
 def _flat(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -268,19 +268,22 @@ def image_metrics(feats, reference, *, subsets: int = 100, subset_size: int = 10
 
 
 def sample_metrics(x: torch.Tensor, dataset, *, extractor=None, reference=None,
-                   generator: torch.Generator | None = None, **options) -> dict:
+                   generator: torch.Generator | None = None) -> dict:
     """Every metric that fits ``dataset``, for samples ``x`` against its held-out split.
 
-    Images: ``image_metrics`` on features of ``extractor`` (default: the data set's cached
-    ``FeatureNet``, whose ``reference`` holds the held-out features; give ``reference`` for
-    another extractor, e.g. ``InceptionFeatures``). Other data: ``swd`` (sliced W2) and ``mmd``
-    against the held-out split, plus ``oracle_metrics`` when the data set has an oracle.
-    ``options`` go to ``FeatureNet.for_dataset`` (``cache_dir``, ``device``, ...).
+    Images: ``image_metrics`` in the space of ``extractor`` (required: e.g. the data set's cached
+    ``features.FeatureNet.for_dataset(dataset)``, whose ``reference`` holds the held-out features, or
+    ``InceptionFeatures``), against ``reference`` (default: the extractor's ``reference`` if it has one, else the
+    features of the held-out split). Other data: ``swd`` (sliced W2) and ``mmd`` against the held-out split, plus
+    ``oracle_metrics`` when the data set has an oracle.
     """
     if dataset.is_image:
-        extractor = extractor or FeatureNet.for_dataset(dataset, **options)
+        if extractor is None:
+            raise ValueError("images are measured in a feature network's space: give extractor, e.g. "
+                             "features.FeatureNet.for_dataset(dataset)")
         if reference is None:
-            reference = extractor.reference if isinstance(extractor, FeatureNet) else extractor.features(dataset.test)
+            reference = getattr(extractor, "reference", None)
+            reference = extractor.features(dataset.test) if reference is None else reference
         return image_metrics(extractor.features(x), reference, generator=generator)
     out = {"swd": sliced_wasserstein(x, dataset.test, generator=generator), "mmd": mmd(x, dataset.test)}
     if dataset.oracle is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..core.checks import check_types
-from ..core.settings import count, parse_options, setting
+from ..core.settings import count, device_setting, parse_options, setting
 from ..data import with_data_path
 from ..core.devices import resolve_device
 from .nets import build_model
@@ -62,7 +62,7 @@ class TrainConfig:
     sample_every: int = setting(1000, "steps between sample grids (0: off)", parse=count(0))
     ckpt_every: int = setting(1000, "steps between checkpoints (0: at the end only)", parse=count(0))
     out: str = setting("runs/digits", "run directory (default: runs/<dataset>)")
-    device: str | None = setting(None, "cpu, cuda or cuda:N (default: cuda if available)")
+    device: str | None = device_setting()
     world_size: int | None = None
 
     # Fields a resumed run may change; the others must match the checkpoint's.

@@ -1,7 +1,7 @@
 """One entry point for every sampler: ``sample(eps_model, sde, shape, method, steps, ...)``.
 
 The contract. A sampler is one function ``sample_<name>(model, x, t, *, generator, record, <options>) -> x``:
-``model`` the counted, shape-checked ``common.Model`` (``model.eps(x, t)``, ``model.x0(x, t)``, ``model.sde``),
+``model`` the counted, shape-checked ``core.flow.Model`` (``model.eps(x, t)``, ``model.x0(x, t)``, ``model.sde``),
 ``x`` the prior draw at t[0], ``t`` the grid itself (a float64 CPU tensor of decreasing times), ``generator``
 its noise, ``record`` a ``Recorder`` or None. Its options are its keyword-only parameters, named as in its
 paper, with their defaults; a ``Literal`` annotation lists an option's values. It checks its own values.
@@ -22,7 +22,7 @@ from numbers import Integral
 import torch
 
 from ..core.sde import T_MIN, VPSDE
-from ..core.flow import Model, model_device_dtype
+from ..core.flow import Model, kind_of, model_device_dtype
 from .common import Recorder, Trajectory, check_grid
 from .ddim import sample_ddim
 from .ddpm import sample_ddpm
@@ -135,7 +135,6 @@ def sample(eps_model, sde: VPSDE, shape, method: str, steps: int | None = None, 
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     if not isinstance(sde, VPSDE):
         raise ValueError(f"sde must be a VPSDE (the one eps_model was trained with); got {type(sde).__name__}")
-    from ..core.flow import kind_of  # the model-kind protocol
 
     kind = kind_of(eps_model)
     if kind == "vae":

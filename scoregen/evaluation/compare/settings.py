@@ -7,14 +7,13 @@ from pathlib import Path
 
 import torch
 
-from ...core.settings import number, parse_options, setting
+from ...core.settings import device_setting, dtype_setting, number, parse_options, setting
 from ...models.loading import DTYPES
 from ...runtime.distributed import CHUNK
 from ...samplers.grids import GRIDS
 
 DEFAULT_N = {"image": 500, "vector": 2000}  # samples per row; --quick: a fifth
 CHECKPOINTS = {"eps": "checkpoint (--checkpoint)", "vae": "vae_checkpoint (--vae-checkpoint)"}  # each kind's setting
-DEVICE = "cpu, cuda or cuda:N (default: cuda if available)"
 
 
 def parse_steps(values: list[str] | None):
@@ -85,9 +84,8 @@ class CompareSettings:
                                 parse=_tols)
     n: int | None = setting(None, f"samples per row (default: {DEFAULT_N['image']} for images, "
                                   f"{DEFAULT_N['vector']} otherwise)", short="-n")
-    device: str | None = setting(None, DEVICE)
-    dtype: str | None = setting(None, "the eps-network's compute dtype: bf16/fp16 run it under autocast, the sampler "
-                                      "in fp32 (default: fp32)", choices=tuple(DTYPES))
+    device: str | None = device_setting()
+    dtype: str | None = dtype_setting(tuple(DTYPES))
     seed: int = setting(0, "seed of the prior draws")
     out: Path | str | None = setting(None, "output folder (default: results/<data set>)")
     quick: bool = setting(False, "smoke run: few step counts, few samples")

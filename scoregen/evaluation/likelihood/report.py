@@ -27,7 +27,7 @@ import torch
 from ...core.checks import check_choice, check_sizes
 from ...core.flow import kind_of
 from ...core.sde import T_MIN, VPSDE
-from ...core.settings import count, parse_options, setting
+from ...core.settings import count, device_setting, parse_options, setting
 from ...data import load_dataset, with_data_path
 from ...models.loading import load_checked
 from ...runtime import distributed
@@ -77,7 +77,7 @@ class LikelihoodSettings:
     batch_size: int = setting(512, "points per solve or model call, each chunk of them seeded from --seed and its "
                                    "index: the unit that torchrun's processes share (default: 512)", parse=count(1))
     seed: int = setting(0)
-    device: str | None = setting(None, "cpu, cuda or cuda:N (default: cuda if available)")
+    device: str | None = device_setting()
     out: Path | None = setting(None, "write the rows as JSON here")
     rtol: float = setting(1e-5, cli=False)
     atol: float = setting(1e-5, cli=False)
