@@ -35,6 +35,7 @@ def test_every_flag_is_a_field_with_its_default_from_the_dataclass(command):
         assert action.default is (None if action.nargs == "?" else argparse.SUPPRESS), action.dest  # none of its own
         assert action.choices == meta["choices"]
         default = default_of(f)
+        assert f"(default: {default})" not in meta["help"], meta["help"]  # the default is written by the parser
         if default not in (None, False, True, {}, []):
             assert f"(default: {default})" in action.help or "(default" in meta["help"], action.help
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.settings import count, device_setting, dtype_setting, parse_options, setting
+from ..core.settings import count, device_setting, dtype_setting, parse_options, progress_setting, setting
 from ..models.loading import DTYPES
 from ..runtime.distributed import CHUNK
 
@@ -138,7 +138,7 @@ class TuneGridSettings:
     max_evals: int = setting(200, "most sampler runs of the tuning, each about K NFE at batch n", parse=count(0))
     out: Path = setting(Path("grid.json"), "the grid file, JSON")
     device: str | None = device_setting()
-    progress: bool = setting(True, "no progress bar", flag="--no-progress")
+    progress: bool = progress_setting()
 
 
 def tune_grid(settings: TuneGridSettings):

@@ -39,6 +39,22 @@ def setting(default=None, help: str = "", *, factory=None, flag: str | None = No
     return dataclasses.field(default=default, metadata=meta)
 
 
+def dataset_options_setting():
+    """The ``--dataset-option KEY=VALUE`` setting (repeatable): the data set loader's options as a dict."""
+    return setting(None, "data set loader option, e.g. mixture=ring8 or size=32 (repeatable)", flag="--dataset-option",
+                   metavar="KEY=VALUE", repeat=True, parse=lambda items: parse_options(items, "--dataset-option"))
+
+
+def data_path_setting():
+    """The ``--data-path`` setting: the loader's ``path`` option (``data.with_data_path`` merges the two)."""
+    return setting(None, "the folder or .npz file of --dataset folder|npz (the loader's path)")
+
+
+def progress_setting():
+    """The ``--no-progress`` switch of the commands with progress bars."""
+    return setting(True, "no progress bars", flag="--no-progress")
+
+
 def device_setting():
     """The ``--device`` setting every command shares."""
     return setting(None, "cpu, cuda or cuda:N (default: cuda if available)")
@@ -155,5 +171,6 @@ def from_args(cls, args: argparse.Namespace, **extra):
     return cls(**given(cls, args), **extra)
 
 
-__all__ = ["setting", "device_setting", "dtype_setting", "count", "number", "parse_options", "declared", "flags_of",
-           "add_arguments", "given", "from_args"]
+__all__ = ["setting", "dataset_options_setting", "data_path_setting", "progress_setting", "device_setting",
+           "dtype_setting", "count", "number", "parse_options", "declared", "flags_of", "add_arguments", "given",
+           "from_args"]

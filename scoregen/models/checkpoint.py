@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from ..core.checks import check_types
-from ..core.settings import count, device_setting, parse_options, setting
+from ..core.settings import (count, data_path_setting, dataset_options_setting, device_setting, progress_setting,
+                             setting)
 from ..data import with_data_path
 from ..core.devices import resolve_device
 from .nets import build_model
@@ -115,11 +116,9 @@ class TrainRun:
     vae: Path | None = setting(None, "latent diffusion: an eps-network on the codes of this VAE checkpoint "
                                      "(trained on the same data set)")
     schedule: str | None = setting(None, "noise schedule (default: linear)", choices=("linear", "cosine"))
-    dataset_options: dict | None = setting(None, "data set loader option, e.g. mixture=ring8 or size=32 (repeatable)",
-                                           flag="--dataset-option", metavar="KEY=VALUE", repeat=True,
-                                           parse=lambda items: parse_options(items, "--dataset-option"))
-    data_path: str | None = setting(None, "the folder or .npz file of --dataset folder|npz (the loader's path)")
-    progress: bool = setting(True, "no progress bar", flag="--no-progress")
+    dataset_options: dict | None = dataset_options_setting()
+    data_path: str | None = data_path_setting()
+    progress: bool = progress_setting()
     fields: dict = field(default_factory=dict)
 
     def train_config(self) -> TrainConfig:

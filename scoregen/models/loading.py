@@ -156,5 +156,5 @@ def vae_options(options: dict) -> dict:
     return {**defaults, **options}
 
 
-__all__ = ["KINDS", "DTYPES", "ModelInfo", "LoadedModel", "kind_of", "compute_dtype", "with_dtype", "load_model",
+__all__ = ["DTYPES", "ModelInfo", "LoadedModel", "compute_dtype", "with_dtype", "load_model",
            "load_checked", "vae_options"]

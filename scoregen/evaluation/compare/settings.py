@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from ...core.settings import device_setting, dtype_setting, number, parse_options, setting
+from ...core.settings import (data_path_setting, dataset_options_setting, device_setting, dtype_setting, number,
+                              progress_setting, setting)
 from ...models.loading import DTYPES
 from ...runtime.distributed import CHUNK
 from ...samplers.grids import GRIDS
@@ -40,10 +41,6 @@ def _names(text: str):
     return text.split(",") if text else None
 
 
-def _dataset_options(items: list[str]) -> dict:
-    return parse_options(items, "--dataset-option")
-
-
 @dataclass(frozen=True)
 class CompareSettings:
     """What ``compare`` runs; everything but ``dataset`` by keyword. Each field's help is its command-line
@@ -73,10 +70,8 @@ class CompareSettings:
     dataset: str = setting("digits", "the data the samples are measured against: a data set name, an image folder "
                                      "(resized to the model's size) or an .npz of images", aliases=("--reference",))
     _: KW_ONLY
-    dataset_options: dict | None = setting(None, "data set loader option, e.g. mixture=ring8 or size=32 (repeatable)",
-                                           flag="--dataset-option", metavar="KEY=VALUE", repeat=True,
-                                           parse=_dataset_options)
-    data_path: str | None = setting(None, "the folder or .npz file of --dataset folder|npz (the loader's path)")
+    dataset_options: dict | None = dataset_options_setting()
+    data_path: str | None = data_path_setting()
     samplers: list | str | None = setting(None, "comma-separated sampler names (default: all)", parse=_names)
     steps: list | dict | None = setting(None, "step counts for every fixed-step sampler, or per sampler (repeatable)",
                                         metavar="[SAMPLER=]N,N,...", repeat=True, parse=parse_steps)
@@ -104,7 +99,7 @@ class CompareSettings:
     inception_path: Path | str | None = setting(None, "Inception weights on disk (TorchScript "
                                                       "inception-2015-12-05.pt or a torchvision state dict): "
                                                       "standard FID/KID")
-    progress: bool = setting(True, "no progress bars", flag="--no-progress")
+    progress: bool = progress_setting()
 
 
 __all__ = ["CompareSettings", "parse_steps", "DEFAULT_N", "CHECKPOINTS"]

@@ -25,9 +25,8 @@ from typing import NamedTuple
 import torch
 
 from ...core.checks import check_choice, check_sizes
-from ...core.flow import kind_of
 from ...core.sde import T_MIN, VPSDE
-from ...core.settings import count, device_setting, parse_options, setting
+from ...core.settings import count, data_path_setting, dataset_options_setting, device_setting, setting
 from ...data import load_dataset, with_data_path
 from ...models.loading import load_checked
 from ...runtime import distributed
@@ -57,25 +56,23 @@ class LikelihoodSettings:
         parse=_paths)
     vae_ckpt: Path | None = setting(None, "VAE checkpoint, e.g. scoregen/checkpoints/digits-vae.pt")
     dataset: str = setting("digits", "data set name")
-    dataset_options: dict | None = setting(None, "data set loader option, e.g. mixture=ring8 or size=32 (repeatable)",
-                                           flag="--dataset-option", metavar="KEY=VALUE", repeat=True,
-                                           parse=lambda items: parse_options(items, "--dataset-option"))
-    data_path: str | None = setting(None, "the folder or .npz file of --dataset folder|npz (the loader's path)")
+    dataset_options: dict | None = dataset_options_setting()
+    data_path: str | None = data_path_setting()
     n: int | None = setting(None, "held-out points (default: all)", flag="-n", parse=count(1))
     divergence: str = setting("hutchinson", "the PF-ODE's divergence: exact (D backward passes per call) or "
                                             "hutchinson (--probes)", choices=DIVERGENCES)
-    probes: int = setting(1, "Hutchinson probes per point (default: 1)", parse=count(1))
+    probes: int = setting(1, "Hutchinson probes per point", parse=count(1))
     t_min: float | None = setting(None, "where the PF-ODE starts (default: the checkpoint's training t_min)")
-    bound_steps: int = setting(1000, "K of the DDPM bound (default: 1000)", parse=count(2))
+    bound_steps: int = setting(1000, "K of the DDPM bound", parse=count(2))
     sample_steps: int | None = setting(None, "importance-sample this many of the K steps (default: all)",
                                        parse=count(1))
-    iwae_k: int = setting(100, "samples of the IWAE bound (default: 100)", parse=count(1))
-    prior_k: int = setting(16, "samples of the IWAE bound with the diffusion prior, one PF-ODE solve each "
-                               "(default: 16)", parse=count(1))
+    iwae_k: int = setting(100, "samples of the IWAE bound", parse=count(1))
+    prior_k: int = setting(16, "samples of the IWAE bound with the diffusion prior, one PF-ODE solve each",
+                           parse=count(1))
     prior_divergence: str = setting("exact", "the diffusion prior's divergence: exact (a bound) or hutchinson (an "
                                              "estimate)", choices=DIVERGENCES)
     batch_size: int = setting(512, "points per solve or model call, each chunk of them seeded from --seed and its "
-                                   "index: the unit that torchrun's processes share (default: 512)", parse=count(1))
+                                   "index: the unit that torchrun's processes share", parse=count(1))
     seed: int = setting(0)
     device: str | None = device_setting()
     out: Path | None = setting(None, "write the rows as JSON here")
@@ -204,7 +201,7 @@ def table(settings: LikelihoodSettings) -> list[dict] | None:
     eps = latent = None
     for path in ckpts:
         loaded = load_checked(path, "eps", device=s.device, names=NAMES)
-        kind = "latent diffusion" if kind_of(loaded.model) == "latent" else "pixel-space"
+        kind = "latent diffusion" if loaded.kind == "latent" else "pixel-space"
         if (latent if kind == "latent diffusion" else eps) is not None:
             raise ValueError(f"--ckpt is given two {kind} models (the second: {path}); give at most one of each")
         eps, latent = (eps, loaded) if kind == "latent diffusion" else (loaded, latent)
