@@ -15,3 +15,24 @@ def floors():
     from oracle import oracle_floors
 
     return oracle_floors()
+
+
+@pytest.fixture
+def full_disk_at(monkeypatch):
+    """``full_disk_at(k)``: from now on, the k-th flush to disk (``os.fsync``) of ``runtime.outputs`` fails
+    as a full disk does (ENOSPC); the others pass."""
+    import errno
+    import os
+
+    from scoregen.runtime import outputs
+
+    def arm(k: int):
+        fsync, calls = os.fsync, []
+
+        def fsync_or_full(fd):
+            calls.append(fd)
+            if len(calls) == k:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            fsync(fd)
+        monkeypatch.setattr(outputs.os, "fsync", fsync_or_full)
+    return arm

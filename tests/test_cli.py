@@ -132,13 +132,6 @@ def test_parse_steps():
         parse_steps(["10,x"])
 
 
-def test_debug_shows_the_traceback(capsys):
-    with pytest.raises(ValueError, match="give --ckpt and/or --vae-ckpt"):
-        main(["likelihood", "--debug"])
-    with pytest.raises(ValueError, match="give --ckpt and/or --vae-ckpt"):
-        main(["--debug", "likelihood"])
-
-
 def test_bad_files_are_named_in_one_line(tmp_path, capsys):
     (tmp_path / "random.pt").write_bytes(bytes(range(256)) * 8)
     err = error_of(["sample", str(tmp_path / "random.pt"), "--out", str(tmp_path / "x.png")], capsys)
@@ -194,7 +187,7 @@ def test_ctrl_c_is_one_line_with_status_130(monkeypatch, capsys):
     assert error_of(["sample"], capsys, status=130) == "scoregen: interrupted"
 
 
-def test_likelihood_of_the_face_models_puts_pixels_latents_and_the_vae_in_one_table(tmp_path):
+def test_likelihood_of_the_face_models_puts_pixels_latents_and_the_vae_in_one_table(tmp_path, capsys):
     """cartoon-pixel.pt and cartoon.pt: the pixel model's PF-ODE and DDPM rows, the latent model's own VAE (N(0, I)
     prior) and that VAE with the diffusion prior; IWAE below ELBO, the diffusion prior below (better than) N(0, I),
     the pixel model best, as in the README's table; two latent models at once are refused."""
@@ -208,6 +201,85 @@ def test_likelihood_of_the_face_models_puts_pixels_latents_and_the_vae_in_one_ta
     assert rows["VAE + diffusion prior", "IWAE (k=2), PF-ODE prior (Hutchinson)"]["bpd"] < prior["bpd"]
     pf_ode, ddpm = rows["diffusion", "PF-ODE (Hutchinson x1, t_min=0.001)"], rows["diffusion", "DDPM bound (K=100)"]
     assert pf_ode["bpd"] < ddpm["bpd"] < prior["bpd"] and ddpm["nfe"] == 100
-    with pytest.raises(ValueError, match="--ckpt is given two latent diffusion models"):
+    with pytest.raises(SystemExit, match="^2$"):
         main(["--debug", "likelihood", "--ckpt", str(SHIPPED / "cartoon.pt"), "--ckpt", str(SHIPPED / "cartoon.pt"),
               "--dataset", "cartoon", "--device", "cpu"])
+    assert "ValueError: --ckpt is given two latent diffusion models" in capsys.readouterr().err
+
+
+def _raising(error):
+    def raise_(*args, **kwargs):
+        raise error
+    return raise_
+
+
+@pytest.mark.parametrize("error, status", [(ValueError("a bad argument"), 2), (FloatingPointError("diverged"), 1),
+                                           (OSError(errno.ENOSPC, "No space left on device"), 1),
+                                           (KeyboardInterrupt(), 130)])
+def test_debug_shows_the_traceback_with_the_same_exit_status(monkeypatch, capsys, error, status):
+    from scoregen.app import cli
+
+    monkeypatch.setitem(cli.COMMANDS, "sample", (cli.COMMANDS["sample"][0], _raising(error)))
+    for argv, env in ((["sample", "--debug"], "0"), (["--debug", "sample"], ""), (["sample"], "1")):
+        monkeypatch.setenv("SCOREGEN_DEBUG", env)
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == status and err.startswith("Traceback (most recent call last):"), err
+        assert err.endswith(f"{type(error).__name__}{': ' if str(error) else ''}{error}\n"), err
+
+
+@pytest.mark.parametrize("command, required", [("train", []), ("export", ["a.pt", "b.pt"]), ("sample", []),
+                                               ("tune-grid", ["a.pt", "--method", "ddim", "--steps", "3"]),
+                                               ("likelihood", []), ("compare", [])])
+def test_every_command_runs_on_the_threads_it_is_given(monkeypatch, command, required):
+    from scoregen.app import cli
+
+    threads, seen = torch.get_num_threads(), []
+    monkeypatch.setitem(cli.COMMANDS, command, (cli.COMMANDS[command][0],
+                                                lambda args: seen.append(torch.get_num_threads())))
+    main([command, "--threads", "3", *required])
+    main(["--threads", "2", command, *required])
+    assert seen == [3, 2] and torch.get_num_threads() == threads  # set while the command runs
+
+
+def test_auto_threads_leave_the_cores_that_the_load_keeps_busy(monkeypatch):
+    from scoregen.app import cli
+
+    threads = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    torch.set_num_threads(4)  # torch's default
+    try:
+        for load, auto in ((0.3, 4), (4.6, 3), (6.8, 1), (20.0, 1)):
+            monkeypatch.setattr(os, "getloadavg", lambda: (load, 0.0, 0.0))
+            assert cli.auto_threads() == auto, load
+        monkeypatch.setenv("OMP_NUM_THREADS", "4")  # given (torchrun gives 1): torch's default, whatever the load
+        assert cli.auto_threads() == 4
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_threads_below_one_are_refused(capsys):
+    err = error_of(["likelihood", "--threads", "0"], capsys)
+    assert err.endswith("argument --threads: must be an integer >= 1 or auto; got '0' (see scoregen likelihood --help)")
+
+
+def test_a_bad_tolerance_names_tols(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert error_of(["compare", "--tols", "1e-3,abc", "--device", "cpu"], capsys) == \
+        "scoregen: error: --tols: 'abc' is not a number"
+    assert error_of(["compare", "--steps", "ddim=5,x", "--device", "cpu"], capsys) == \
+        "scoregen: error: --steps ddim: 'x' is not a number"
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_cache_dir_that_is_a_file_fails_before_any_work(tmp_path, monkeypatch, capsys):
+    from scoregen.models import zoo
+
+    monkeypatch.setattr(zoo, "model_for", _raising(AssertionError("a model was looked for")))
+    (tmp_path / "cache").write_text("")
+    err = error_of(["compare", "--dataset", "gmm", "--quick", "--cache-dir", str(tmp_path / "cache"), "--out",
+                    str(tmp_path / "out"), "--device", "cpu"], capsys)
+    assert err == f"scoregen: error: cannot write into {tmp_path / 'cache'}: it exists and is not a folder"
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"]

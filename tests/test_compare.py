@@ -271,3 +271,40 @@ def test_the_plan_is_pure_and_gives_the_rows_of_small_settings(tmp_path, monkeyp
     with pytest.raises(ValueError, match="n must be at most 1000 for digits"):
         plan(CompareSettings(n=1001), images)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_removes_only_the_pictures_its_previous_run_listed(tmp_path):
+    """A picture of the user's own named samples_*.png stays; so does every picture beside a compare.json that lists
+    no files (of a scoregen that did not list them)."""
+    out, path = tmp_path / "out", _checkpoint(tmp_path / "ckpt.pt")
+    out.mkdir()
+    (out / "samples_final.png").write_bytes(b"mine")  # scoregen sample ... --out out/samples_final.png
+    run = dict(checkpoint=path, steps=[2], n=50, out=out, progress=False)
+    compare(CompareSettings("gmm", samplers=["ddpm", "ddim"], **run))
+    summary = json.loads((out / "compare.json").read_text())
+    assert summary["files"] == ["compare.csv", "compare.md", "quality_vs_nfe.png", "samples_ddpm.png",
+                                "samples_ddim.png", "compare.json"]
+    compare(CompareSettings("gmm", samplers=["ddim"], **run))
+    assert {p.name for p in out.glob("samples_*")} == {"samples_ddim.png", "samples_final.png"}
+    (out / "compare.json").write_text(json.dumps({**summary, "files": None}))
+    (out / "samples_ddpm.png").write_bytes(b"mine too")
+    compare(CompareSettings("gmm", samplers=["ddim"], **run))
+    assert (out / "samples_final.png").read_bytes() == b"mine"
+    assert (out / "samples_ddpm.png").read_bytes() == b"mine too"
+
+
+def test_a_full_disk_while_writing_the_results_leaves_the_previous_ones_as_they_were(tmp_path, full_disk_at, capsys):
+    """The new files are written beside the old ones first, and only then renamed into place: a full disk at the
+    plot leaves the previous run's files, every one as it was, and the error is one line with status 1."""
+    out, path = tmp_path / "out", _checkpoint(tmp_path / "ckpt.pt")
+    compare(CompareSettings("gmm", checkpoint=path, samplers=["ddpm", "ddim"], steps=[2], n=50, out=out,
+                            progress=False))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    full_disk_at(3)
+    with pytest.raises(SystemExit) as exit:
+        main(["compare", "--dataset", "gmm", "--model", str(path), "--samplers", "ddim", "--steps", "3", "-n", "60",
+              "--device", "cpu", "--out", str(out), "--no-progress"])
+    assert exit.value.code == 1
+    assert capsys.readouterr().err == (f"scoregen: error: cannot write {out / 'quality_vs_nfe.png'}: No space left on "
+                                       f"device; the previous files in {out} were left unchanged\n")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -28,7 +28,8 @@ def _rows(a):
 def test_to_unit_maps_levels_to_bin_centres():
     assert to_unit([0, 8, 16], 17).tolist() == [-1.0, 0.0, 1.0]
     x = to_unit(np.arange(256, dtype=np.uint8), 256)
-    assert x.dtype == torch.float32 and torch.allclose(x.double(), torch.arange(256, dtype=torch.float64) * 2 / 255 - 1, atol=1e-7)
+    assert x.dtype == torch.float32
+    assert torch.allclose(x.double(), torch.arange(256, dtype=torch.float64) * 2 / 255 - 1, atol=1e-7)
 
 
 def test_split_is_seeded_disjoint_and_complete():
@@ -294,6 +295,11 @@ def test_npz_errors(tmp_path):
         sg.load_dataset("npz", path=f, key="odd")
     with pytest.raises(ValueError, match="levels must be None or an integer >= 2; got 1"):
         sg.load_dataset("npz", path=f, levels=1)
+    for empty in (np.zeros((0, 8, 8), np.uint8), np.zeros((0, 2))):
+        np.savez(f, x=empty)
+        with pytest.raises(ValueError, match=rf"npz: .*e.npz holds no images or other items: its array 'x' has "
+                                             rf"shape \({empty.shape[0]}, {empty.shape[1]}"):
+            sg.load_dataset("npz", path=f)
 
 
 # --- bad input: options, files, non-finite data, labels, quantised floats -------------------------

@@ -95,6 +95,32 @@ def test_bad_arguments_are_named():
         sg.latent_elbo(vae, eps, SDE, X, divergence="trace")
 
 
+def test_bad_x_tolerances_and_models_are_named_before_the_vae_runs(capsys):
+    """NaN, integer or wrongly shaped x, a tolerance out of (0, 1) or a model that is not one name the real cause
+    (they used to surface as the prior's NaN codes, a dtype clash in the encoder or a wrong bound)."""
+    vae, eps = ppca(ZERO, ONE), gaussian(ZERO, torch.eye(2)).eps_model(SDE)
+    nan = X.clone()
+    nan[1, 0] = math.nan
+    with pytest.raises(ValueError, match=r"x has NaN/inf values \(1 of 12 values, the first at index \(1, 0\)\)"):
+        sg.latent_elbo(vae, eps, SDE, nan)
+    with pytest.raises(ValueError, match="x must be a floating tensor; got dtype torch.int64"):
+        sg.latent_elbo(vae, eps, SDE, X.long())
+    for shape in ((4, 1, 3), (4, 1, 8, 8)):
+        with pytest.raises(ValueError, match=rf"x has shape \({shape[0]}, {shape[1]}.*\) but the VAE takes shape "
+                                             r"\[n, 3\]"):
+            sg.latent_elbo(vae, eps, SDE, torch.zeros(shape, dtype=torch.float64))
+    for name in ("rtol", "atol"):
+        for bad in (-1e-5, math.nan):
+            with pytest.raises(ValueError, match=rf"{name} must be a number in \(0.0, 1.0\); got {bad}"):
+                sg.latent_elbo(vae, eps, SDE, X, **{name: bad})
+    with pytest.raises(ValueError, match=r"prior_eps_model must be a torch module or a callable eps\(x, t\); got str"):
+        sg.latent_elbo(vae, "prior.pt", SDE, X)
+    with pytest.raises(ValueError, match=r"vae must be a VAE \(nets.vae.VAE\); got function"):
+        sg.latent_elbo(eps, eps, SDE, X)
+    sg.latent_elbo(vae, eps, SDE, X, progress=True)
+    assert "PF-ODE likelihood" in capsys.readouterr().err
+
+
 def test_the_shipped_digits_prior_is_on_the_shipped_digits_vae_and_beats_its_standard_normal():
     from scoregen.data import load_dataset
     from scoregen.models.loading import load_model

@@ -308,6 +308,24 @@ def test_x_must_be_finite_non_empty_floats():
             likelihood_table(torch.zeros(3, 2), eps_model=model, sde=SDE, batch_size=bad)
 
 
+def test_tolerances_and_the_model_are_checked_at_the_entry():
+    """A negative rtol used to run (gmm2d: -37.79 nats against -41.37), a NaN one to blame the network, a string
+    model to fail with "'str' object is not callable"."""
+    mix = preset("gmm2d")
+    x, model = _draw(mix, 4), mix.eps_model(SDE)
+    for name in ("rtol", "atol"):
+        for bad in (-1e-5, 0.0, math.nan, math.inf, 1.5):
+            with pytest.raises(ValueError, match=rf"{name} must be a number in \(0.0, 1.0\); got {bad}"):
+                log_likelihood(model, SDE, x, **{name: bad})
+            with pytest.raises(ValueError, match=rf"{name} must be a number in \(0.0, 1.0\); got {bad}"):
+                likelihood_table(x, eps_model=model, sde=SDE, **{name: bad})
+    with pytest.raises(ValueError, match="solver must be one of .*; got 'rk45'"):
+        log_likelihood(model, SDE, x, solver="rk45")
+    for fn in (log_likelihood, ddpm_bound):
+        with pytest.raises(ValueError, match="eps_model must be a torch module or a callable eps\\(x, t\\); got str"):
+            fn("digits.pt", SDE, x)
+
+
 def test_adaptive_solves_name_a_non_finite_model_instead_of_underflow_in_dt():
     """torchdiffeq shrinks the step to 0 on NaN and asserts "underflow in dt": the package says what went wrong."""
     from scoregen.core.flow import Model
@@ -393,6 +411,18 @@ def test_quantised_x_warns_with_the_fix():
         ddpm_bound(model, SDE, x, steps=4)
 
 
+def test_quantised_data_are_told_from_min_repeats_entries_per_distinct_value():
+    """Few values lie on some grid of up to 256 levels by chance: x counts as quantised only with MIN_REPEATS
+    entries per distinct value. 4 points of 17-level data in 2-D (8 entries) pass silently; 50 (100) warn."""
+    from scoregen.core.quantization import MIN_REPEATS, grid_levels
+
+    values = torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0])                       # the 5-level grid
+    x = values.repeat(MIN_REPEATS)[:, None]
+    assert grid_levels(x) == 5 and grid_levels(x[1:]) is None                # at the threshold and one entry below
+    digits = 2 * torch.randint(0, 17, (50, 2), generator=torch.Generator().manual_seed(0)) / 16 - 1
+    assert grid_levels(digits[:4]) is None and grid_levels(digits) == 17
+
+
 # --- the table: LikelihoodSettings from Python and the command line ------------------------------
 def test_the_table_from_python_is_the_commands_json(tmp_path):
     """``table(LikelihoodSettings(...))`` returns the rows that ``scoregen likelihood`` prints and writes (the VAE
@@ -441,3 +471,34 @@ def test_the_likelihoods_import_no_sampler():
                 continue
             assert not any(n == "scoregen.samplers" or n.startswith("scoregen.samplers.") for n in names), \
                 f"{f.relative_to(root)}:{node.lineno} imports the samplers"
+
+
+def test_progress_bars_are_asked_for(capsys):
+    """The estimators are quiet by default and show a tqdm bar with progress=True; ``scoregen likelihood`` shows
+    bars (of its chunks and of each estimator) unless --no-progress."""
+    from importlib import resources
+
+    from scoregen.app.cli import main
+
+    mix = preset("gauss2d")
+    x, model = _draw(mix, 4), mix.eps_model(SDE)
+    log_likelihood(model, SDE, x)
+    ddpm_bound(model, SDE, x, steps=4)
+    likelihood_table(x, eps_model=model, sde=SDE, bound_steps=4)
+    assert capsys.readouterr().err == ""
+    log_likelihood(model, SDE, x, progress=True)
+    assert "PF-ODE likelihood" in capsys.readouterr().err
+    ddpm_bound(model, SDE, x, steps=4, progress=True)
+    assert "DDPM bound" in capsys.readouterr().err
+    likelihood_table(x, eps_model=model, sde=SDE, bound_steps=4, progress=True)
+    err = capsys.readouterr().err
+    assert "PF-ODE likelihood" in err and "DDPM bound" in err
+    with pytest.raises(SystemExit):
+        main(["likelihood", "--help"])
+    assert "--no-progress" in capsys.readouterr().out
+    argv = ["likelihood", "--vae-ckpt", str(resources.files("scoregen") / "checkpoints" / "digits-vae.pt"), "-n", "4",
+            "--iwae-k", "2", "--batch-size", "2", "--device", "cpu"]
+    main(argv)
+    assert "likelihoods" in capsys.readouterr().err
+    main(argv + ["--no-progress"])
+    assert capsys.readouterr().err == ""

@@ -2,7 +2,11 @@
 import errno
 import io
 import os
+import socket
 import stat
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -78,3 +82,76 @@ def test_every_sample_is_shown(n, rows, cols):
     assert torch.equal(tiles[n:], torch.zeros_like(tiles[n:]))        # the rest of the last row is grey
     png = Image.open(io.BytesIO(sample_png(x)))
     assert png.size[0] / png.size[1] == cols / rows
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+def test_temporary_files_of_killed_writers_are_removed_on_the_next_write(tmp_path):
+    """A writer killed mid-write (kill -9) leaves its temporary file; the next write of the target removes those of
+    dead pids of this host and old ones without a pid, and keeps those of live writers, other hosts, other files."""
+    host = socket.gethostname()
+    temp = {name: tmp_path / name for name in (
+        f".ckpt.pt.{dead_pid()}.{host}.abcd_123.tmp",     # killed: removed
+        f".ckpt.pt.{os.getpid()}.{host}.abcd_123.tmp",    # this live process: kept
+        f".ckpt.pt.{dead_pid()}.elsewhere.abcd_123.tmp",  # a process of another host (a shared file system): kept
+        ".ckpt.pt.x1y2z3w4.tmp", ".ckpt.pt.x1y2z3w5.tmp",  # no pid (an older scoregen): removed if old
+        f".log.jsonl.{dead_pid()}.{host}.abcd_123.tmp")}  # another file's: left to that file's next write
+    for path in temp.values():
+        path.write_bytes(b"partial")
+    old = time.time() - outputs.ORPHAN_AGE_S - 60
+    os.utime(tmp_path / ".ckpt.pt.x1y2z3w4.tmp", (old, old))
+    write_atomic(tmp_path / "ckpt.pt", b"new")
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == sorted(["ckpt.pt", *list(temp)[1:3], ".ckpt.pt.x1y2z3w5.tmp", list(temp)[5]])
+
+
+class _FailingFile(io.FileIO):
+    """A file on a disk with little space left: writes of more than 8 KiB raise ``error`` (set by the test)."""
+
+    def write(self, data):
+        if len(data) > 8192:
+            raise self.error
+        return super().write(data)
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), KeyboardInterrupt()])
+def test_torch_save_onto_a_full_disk_or_ctrl_c_raises_what_the_file_raised(tmp_path, monkeypatch, error):
+    """torch.save turns an exception of the file it writes into a RuntimeError (inline_container.cc, unexpected
+    pos): write_atomic raises the file's own, the OSError naming the checkpoint, KeyboardInterrupt as itself."""
+    target = write_atomic(tmp_path / "ckpt.pt", b"good")
+    monkeypatch.setattr(_FailingFile, "error", error, raising=False)
+    monkeypatch.setattr(outputs.os, "fdopen", lambda fd, mode: io.BufferedWriter(_FailingFile(fd, mode)))
+    with pytest.raises(type(error)) as raised:
+        write_atomic(target, lambda f: torch.save({"w": torch.zeros(100_000)}, f))  # more than the file's buffer
+    if isinstance(error, OSError):
+        assert raised.value.errno == errno.ENOSPC
+        assert raised.value.strerror == f"cannot write {target}: No space left on device"
+    assert target.read_bytes() == b"good" and [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_files_written_together_appear_together_with_the_modes_of_single_writes(tmp_path, umask):
+    umask(0o022)
+    (tmp_path / "b.csv").write_bytes(b"old")
+    os.chmod(tmp_path / "b.csv", 0o640)
+    paths = outputs.write_together(tmp_path, {"a.png": b"A", "b.csv": lambda f: f.write(b"B"), "index.json": b"{}"})
+    assert paths == [tmp_path / "a.png", tmp_path / "b.csv", tmp_path / "index.json"]
+    assert {p.name: (p.read_bytes(), mode(p)) for p in tmp_path.iterdir()} == {
+        "a.png": (b"A", 0o644), "b.csv": (b"B", 0o640), "index.json": (b"{}", 0o644)}
+
+
+def test_a_failed_write_of_files_together_leaves_the_folder_as_it_was(tmp_path, full_disk_at):
+    """A full disk at the second of three files: none of the three is replaced, no staging folder stays."""
+    before = {"a.png": b"old A", "b.csv": b"old B", "index.json": b"old index", "notes.txt": b"mine"}
+    for name, content in before.items():
+        (tmp_path / name).write_bytes(content)
+    full_disk_at(2)
+    with pytest.raises(OSError, match=f"cannot write {tmp_path / 'b.csv'}: No space left on device; the previous "
+                                      f"files in {tmp_path} were left unchanged") as err:
+        outputs.write_together(tmp_path, {"a.png": b"A", "b.csv": b"B", "index.json": b"{}"})
+    assert err.value.errno == errno.ENOSPC
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

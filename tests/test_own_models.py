@@ -2,6 +2,7 @@
 own schedulers do; ``sg.wrap`` turns v-, x0- and score-networks on any time variable (EDM's denoisers too) into
 the same eps-model; the CLI takes ``--model`` and ``--reference``. Tiny random networks, built and saved here."""
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -161,6 +162,24 @@ def test_a_bare_unet_folder_with_its_scheduler_config_beside_it_loads(tmp_path, 
         assert torch.equal(eps_model(x, t), ref(x, t))
 
 
+def test_bin_weights_load_without_diffusers_note_on_unsafe_serialisation(tmp_path, folders):
+    """diffusers reads .bin weights with torch.load(weights_only=True); its fallback note is not shown."""
+    unet_of(folders["epsilon"]).save_pretrained(tmp_path / "unet", safe_serialization=False)
+    diffusers.DDPMScheduler(num_train_timesteps=N).save_pretrained(tmp_path / "scheduler")
+    records, handler, logger = [], logging.Handler(logging.WARNING), logging.getLogger("diffusers")
+    handler.emit = records.append  # diffusers' loggers do not propagate to caplog's
+    logger.addHandler(handler)
+    try:
+        eps_model, _, _ = sg.load_model(tmp_path, device="cpu")
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == []
+    ref, _, _ = sg.load_model(folders["epsilon"], device="cpu")
+    x, t = x_t(), torch.full((2,), 0.3)
+    with torch.no_grad():
+        assert torch.equal(eps_model(x, t), ref(x, t))
+
+
 # --- sg.wrap: every parameterisation and time variable gives the same eps -----------------------------------------
 def network(prediction, time, sde, n=N):
     """The exact eps of the gmm2d mixture as a network predicting ``prediction`` on ``time`` (adapters docstring)."""
@@ -251,7 +270,16 @@ def broken(root, what):
         write_json(root / "model_index.json", {**index, "vqvae": ["diffusers", "VQModel"]})
     elif what == "channels":
         save_pipeline(root, unet=tiny_unet(out_channels=6))
+    elif what in SCHEDULER_FIELDS:
+        save_pipeline(root)
+        config = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+        write_json(root / "scheduler" / "scheduler_config.json", {**config, **SCHEDULER_FIELDS[what]})
     return root
+
+
+SCHEDULER_FIELDS = {"timesteps": {"num_train_timesteps": "abc"}, "one timestep": {"num_train_timesteps": 1},
+                    "beta": {"beta_end": 1.5}, "trained betas": {"trained_betas": [0.1, "x"]},
+                    "schedule": {"beta_schedule": "foo"}, "zero snr": {"rescale_betas_zero_snr": True}}
 
 
 @pytest.mark.parametrize("what, error, message", [
@@ -265,6 +293,13 @@ def broken(root, what):
     ("class labels", ValueError, "the UNet2DModel is class-conditional \\(num_class_embeds=10"),
     ("latent", ValueError, r"is a pipeline with vqvae \(model_index.json\): a latent or conditional pipeline"),
     ("channels", ValueError, "the UNet maps 3 channels to 6; it must return 3 .*the scheduler's is 'fixed_small'"),
+    ("timesteps", ValueError, "scheduler_config.json: field 'num_train_timesteps' must be an integer; got 'abc'"),
+    ("one timestep", ValueError, r"scheduler_config.json: field num_train_timesteps must be a number in \(1, inf\); "
+                                 "got 1"),
+    ("beta", ValueError, r"scheduler_config.json: field beta_end must be a number in \(0.0, 1.0\); got 1.5"),
+    ("trained betas", ValueError, r"scheduler_config.json: field trained_betas\[1\] must be a number in"),
+    ("schedule", ValueError, "scheduler_config.json: DDPMScheduler refuses this config: foo is not implemented"),
+    ("zero snr", ValueError, r"scheduler_config.json: the scheduler's alphas_cumprod give betas outside \(0, 1\)"),
 ])
 def test_what_cannot_be_run_is_a_clear_error(tmp_path, what, error, message):
     root = tmp_path / "missing" if what == "missing" else broken(tmp_path / "model", what)

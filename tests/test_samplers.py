@@ -1,6 +1,8 @@
 """Samplers against closed forms: the exact PF-ODE map of a Gaussian, DDPM's Algorithm 2, and the
 Gaussian-mixture oracle's exact density (mean log-density z-score, whose noise floor is its standard
 error, and the covariance error, whose floor is that of exact draws of the same size)."""
+import math
+
 import pytest
 import torch
 
@@ -313,3 +315,48 @@ def test_the_registry_is_read_from_the_signatures():
     text = S.describe()
     assert all(f"{name}: " in text and f"steps = {S.STEPS[name]}" in text for name in S.METHODS)
     assert "variable = 't'  ('t', 'log_snr', 'edm')" in text and "DDIM (Song et al. 2021, eq. 12)" in text
+
+
+def test_x1_grid_lists_models_and_sizes_are_checked_up_front():
+    """A NaN in x1 used to run and blame the model; a list grid to fail with "unhashable type: 'list'"; a string
+    model with "'str' object is not callable"; 10^11 samples to fill the memory before failing."""
+    x1 = torch.randn(8, 2, generator=gen())
+    x1[3, 1] = math.nan
+    for method in ("ddim", "ode"):
+        with pytest.raises(ValueError, match=r"x1 has NaN/inf values \(1 of 16 values, the first at index \(3, 1\)\)"):
+            S.sample(GMM.eps_model(SDE), SDE, (8, 2), method, 3, x1=x1)
+    with pytest.raises(ValueError, match="x1 has NaN/inf values"):
+        S.pf_ode_solution(GMM.eps_model(SDE), SDE, x1)
+    times = [1.0, 0.6, 0.25, 0.0]
+    tensor = S.sample(GMM.eps_model(SDE), SDE, (8, 2), "ddim", grid=torch.tensor(times, dtype=F64), generator=gen())
+    for grid in (times, tuple(times)):
+        res = S.sample(GMM.eps_model(SDE), SDE, (8, 2), "ddim", grid=grid, generator=gen())
+        assert torch.equal(res.x, tensor.x) and res.options["grid"] == "explicit" and res.nfe == 3
+    with pytest.raises(ValueError, match=r"grid given as a list must hold numbers \(decreasing times\); got \['a'"):
+        S.sample(GMM.eps_model(SDE), SDE, (8, 2), "ddim", grid=["a", 0.0])
+    with pytest.raises(ValueError, match="decreasing times"):
+        S.sample(GMM.eps_model(SDE), SDE, (8, 2), "ddim", grid=[0.0, 1.0])
+    with pytest.raises(ValueError, match=r"unknown grid \{\}; valid: uniform"):
+        S.sample(GMM.eps_model(SDE), SDE, (8, 2), "ddim", grid={})
+    with pytest.raises(ValueError, match=r"eps_model must be a torch module or a callable eps\(x, t\); got str"):
+        S.sample("digits.pt", SDE, (8, 2), "ddim", 3)
+    with pytest.raises(ValueError, match=r"shape \(100000000000, 2\) of torch.float32 needs about 3,200.0 GB of "
+                                         r"sampler state but cpu has .* GB: ask for fewer samples \(a smaller n\) or "
+                                         "shard them"):
+        S.sample(GMM.eps_model(SDE), SDE, (10 ** 11, 2), "ddim", 3)
+
+
+def test_the_memory_check_counts_the_working_state_against_free_cuda_memory(monkeypatch):
+    """On CUDA the budget is the free memory plus what torch's cache holds unused (read without a GPU here)."""
+    from scoregen.samplers.common import WORKING_COPIES, check_memory
+
+    gb = 10 ** 9
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (3 * gb, 80 * gb))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 2 * gb)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 1 * gb)
+    cuda, n = torch.device("cuda"), 4 * gb // (4 * WORKING_COPIES)          # n samples of 4 bytes: 4 GB of state
+    check_memory((n, 1), torch.float32, cuda)
+    with pytest.raises(ValueError, match="needs about 4.0 GB of sampler state but cuda has 4.0 GB"):
+        check_memory((n + 1, 1), torch.float32, cuda)
+    with pytest.raises(ValueError, match="needs about 4.5 GB"):                  # a latent model's decoded samples
+        check_memory((n // 2, 1), torch.float32, cuda, data_shape=(5,))

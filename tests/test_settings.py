@@ -10,7 +10,8 @@ import pytest
 
 from scoregen.app import cli
 from scoregen.app.commands import ExportSettings, SampleSettings, TuneGridSettings
-from scoregen.core.settings import add_arguments, count, declared, default_of, from_args, given, parse_options, setting
+from scoregen.core.settings import (add_arguments, count, declared, default_of, from_args, given, parse_options,
+                                    setting, thread_count)
 from scoregen.evaluation.compare import CompareSettings
 from scoregen.evaluation.likelihood import LikelihoodSettings
 from scoregen.models.checkpoint import TrainConfig, TrainRun
@@ -27,8 +28,8 @@ def subparser(command: str) -> argparse.ArgumentParser:
 
 @pytest.mark.parametrize("command", list(cli.COMMANDS))
 def test_every_flag_is_a_field_with_its_default_from_the_dataclass(command):
-    fields = {f.name: (f, meta) for cls in SETTINGS[command] for f, meta in declared(cls)}
-    actions = [a for a in subparser(command)._actions if a.dest not in ("help", "debug")]
+    fields = {f.name: (f, meta) for cls in (*SETTINGS[command], cli.ProcessSettings) for f, meta in declared(cls)}
+    actions = [a for a in subparser(command)._actions if a.dest != "help"]
     assert sorted(a.dest for a in actions) == sorted(fields)   # one flag per declared setting, no other
     for action in actions:
         f, meta = fields[action.dest]
@@ -95,3 +96,18 @@ def test_a_parser_generated_from_a_dataclass():
     assert "hidden" not in helps and helps["kind"] == "a kind (default: a)"
     with pytest.raises(SystemExit):
         parser.parse_args(["-s", "0"])
+
+
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
+def test_every_command_takes_debug_and_threads_before_or_after_its_name(command):
+    parser, required = cli.build_parser(command), REQUIRED.get(command, [])
+    assert from_args(cli.ProcessSettings, parser.parse_args([command, *required])) == cli.ProcessSettings(False, "auto")
+    for argv in (["--threads", "3", "--debug", command], [command, "--debug", "--threads", "3"]):
+        assert from_args(cli.ProcessSettings, parser.parse_args(argv + required)) == cli.ProcessSettings(True, 3)
+
+
+def test_threads_are_auto_or_a_positive_integer():
+    assert (thread_count("auto"), thread_count("4")) == ("auto", 4)
+    for text in ("0", "-1", "1.5", "x", "Auto"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"must be an integer >= 1 or auto; got {text!r}"):
+            thread_count(text)

@@ -1,6 +1,8 @@
 """The training loop against closed forms: bit-exact resume, checkpoint errors, NaN stop, the Gaussian's eps."""
+import argparse
 import json
 import pickle
+import warnings
 import signal
 
 import numpy as np
@@ -128,7 +130,7 @@ def test_resume_refuses_fewer_steps_and_drops_a_partial_log_line(tmp_path, capsy
     assert exit_.value.code == 2 and capsys.readouterr().err.startswith("scoregen: error: cannot resume to steps=5")
 
 
-def test_cli_resume_extends_a_run(tmp_path):
+def test_cli_resume_extends_a_run(tmp_path, capsys):
     """`scoregen train` then `--resume --steps 8` continues the saved config; settings other than the
     step budget and cadence cannot change on resume."""
     out = tmp_path / "run"
@@ -139,8 +141,19 @@ def test_cli_resume_extends_a_run(tmp_path):
     ckpt = read_checkpoint(out / "ckpt.pt")
     assert ckpt["step"] == 8 and ckpt["config"]["lr"] == 1e-2 and ckpt["config"]["model"]["dim"] == 2
     assert json.loads((out / "config.json").read_text())["steps"] == 8
-    with pytest.raises(ValueError, match="cannot resume: seed"):
-        main(["train", "--out", str(out), "--resume", "--steps", "9", "--seed", "1", "--no-progress", "--debug"])
+    with pytest.raises(SystemExit):
+        main(["train", "--out", str(out), "--resume", "--steps", "9", "--seed", "1", "--no-progress"])
+    assert capsys.readouterr().err.startswith("scoregen: error: cannot resume: seed differ")
+
+
+def test_a_warmup_of_the_whole_run_warns(tmp_path):
+    with pytest.warns(UserWarning, match="warmup 12 >= steps 12: the learning rate rises for the whole run and never "
+                                         "holds at its peak lr 0.01"):
+        train(config(tmp_path / "a", warmup=12), progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(config(tmp_path / "b", warmup=11), progress=False)
+    assert not [w for w in caught if "warmup" in str(w.message)]
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -180,6 +193,17 @@ def test_checkpoint_file_errors(tmp_path):
         ["foreign.pt", "future.pt", "good.pt", "truncated.pt"]
 
 
+def test_a_checkpoint_of_pickled_objects_or_of_another_pickle_protocol(tmp_path, recwarn):
+    """Objects are refused as such (not as corruption); a protocol other than torch.save's loads without torch's
+    note on it."""
+    torch.save({"format": "scoregen-checkpoint", "args": argparse.Namespace(lr=1)}, tmp_path / "objects.pt")
+    with pytest.raises(CheckpointError, match=r"holds Python objects \(argparse.Namespace\), which are not loaded"):
+        read_checkpoint(tmp_path / "objects.pt")
+    torch.save({"format": "scoregen-checkpoint", "version": 1, "step": 2}, tmp_path / "p3.pt", pickle_protocol=3)
+    assert read_checkpoint(tmp_path / "p3.pt")["step"] == 2
+    assert not recwarn.list
+
+
 def test_config_errors():
     with pytest.raises(ValueError, match="unknown config keys \\['stepz'\\]"):
         TrainConfig.from_dict({"stepz": 3})
@@ -189,6 +213,14 @@ def test_config_errors():
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="device must be"):
         TrainConfig(device="tpu")
+    for t_min in (0.0, 1.0, -0.1):  # the samplers' and the likelihoods' range
+        with pytest.raises(ValueError, match=rf"t_min must be a number in \(0.0, 1.0\); got {t_min}"):
+            TrainConfig(t_min=t_min)
+    with pytest.raises(ValueError, match="model 'unet' takes images, and data set 'gmm' holds vectors: use --model "
+                                         "mlp"):
+        TrainConfig(dataset="gmm", model={"arch": "unet"})
+    with pytest.raises(ValueError, match="model 'mlp' takes vectors, and data set 'digits' holds images"):
+        TrainConfig(dataset="digits", model={"preset": "toy"})
     with pytest.raises(ValueError, match="config field 'steps' must be an integer; got '10' \\(str\\)"):
         TrainConfig.from_dict({"steps": "10"})
     with pytest.raises(ValueError, match="config field 'amp' must be true or false; got 1"):
@@ -210,7 +242,7 @@ def test_train_takes_its_data_path_on_the_command_line(tmp_path, capsys):
     images = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
     np.savez(tmp_path / "faces.npz", x=images)
     main(["train", "--dataset", "npz", "--data-path", str(tmp_path / "faces.npz"), "--dataset-option",
-          "test_fraction=0.25", "--steps", "2", "--batch-size", "4", "--sample-every", "0", "--out",
+          "test_fraction=0.25", "--steps", "2", "--warmup", "1", "--batch-size", "4", "--sample-every", "0", "--out",
           str(tmp_path / "run"), "--device", "cpu", "--no-progress"])
     saved = read_checkpoint(tmp_path / "run" / "ckpt.pt")["config"]
     assert saved["dataset_options"] == {"path": str(tmp_path / "faces.npz"), "test_fraction": 0.25}

@@ -218,3 +218,11 @@ def test_bad_input_raises():
         vae.elbo(torch.zeros(2, 1, 8, 9))
     with pytest.raises(ValueError, match="k must"):
         vae.iwae(torch.zeros(2, 1, 8, 8), 0)
+
+
+def test_sample_refuses_a_count_that_is_not_a_positive_integer():
+    vae = linear_vae(2, 1)
+    for n in (0, -1, 2.5):
+        with pytest.raises(ValueError, match=rf"n must be a positive integer; got {n}"):
+            vae.sample(n)
+    assert vae.sample(3).shape == (3, 2)

@@ -6,7 +6,9 @@ that ``scoregen --help`` is instant.
 A user error (a bad argument, a missing or unreadable file, a destination that cannot be written) is one
 line on stderr, ``scoregen: error: <message>``, and exit status 2; a failure of the machine (a full disk)
 or of the run (a diverged loss) is one line and status 1; Ctrl-C is one line and status 130. ``--debug``
-(or ``SCOREGEN_DEBUG=1``) shows the full traceback instead. Every destination is checked before any work.
+(or ``SCOREGEN_DEBUG=1``) shows the full traceback instead, with the same status. Every destination is checked
+before any work. Every command takes ``ProcessSettings``: ``--debug`` and ``--threads``, torch's CPU threads
+while it runs (``auto_threads`` by default).
 """
 from __future__ import annotations
 
@@ -14,10 +16,13 @@ import argparse
 import errno
 import os
 import sys
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 
-from ..core.settings import add_arguments, from_args, given
+from ..core.settings import add_arguments, from_args, given, setting, threads_setting
 
 MACHINE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO)  # OSErrors of the machine, not of the user's input
 
@@ -45,6 +50,13 @@ ABOUT = {  # command -> (its line in `scoregen --help`, its description)
                 "and cached."),
 }
 DISTRIBUTED = ("train", "sample", "compare", "likelihood")  # the commands that share their work under torchrun
+
+
+@dataclass(frozen=True)
+class ProcessSettings:
+    """What every command takes, before or after its name: how errors are shown and torch's CPU threads."""
+    debug: bool = setting(False, "show full tracebacks (also SCOREGEN_DEBUG=1)")
+    threads: int | str = threads_setting()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,12 +109,11 @@ COMMANDS = {"train": (_add_train, _run_train),
 def build_parser(command: str | None = None) -> _Parser:
     """The parser of ``scoregen``; only ``command``'s options are generated (all of them for "all")."""
     parser = _Parser(prog="scoregen", description="Continuous-time diffusion models: train, sample, compare.")
-    debug = dict(action="store_true", help="show full tracebacks (also SCOREGEN_DEBUG=1)")
-    parser.add_argument("--debug", **debug)
+    add_arguments(parser, ProcessSettings)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, (add, _) in COMMANDS.items():
         p = sub.add_parser(name, help=ABOUT[name][0], description=ABOUT[name][1] or ABOUT[name][0])
-        p.add_argument("--debug", default=argparse.SUPPRESS, **debug)  # before or after the command
+        add_arguments(p, ProcessSettings)  # before or after the command
         if command in (name, "all"):
             add(p)
     return parser
@@ -116,42 +127,74 @@ def main(argv=None):
     of another rank is reported by rank 0 alone."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(next((a for a in argv if a in COMMANDS), None)).parse_args(argv)
+    process = from_args(ProcessSettings, args)
+    debug = process.debug or os.environ.get("SCOREGEN_DEBUG", "") not in ("", "0")
     launched, done = args.command in DISTRIBUTED and "RANK" in os.environ and "WORLD_SIZE" in os.environ, False
     try:
         if launched:
             from ..runtime import distributed
             args.device = distributed.init(getattr(args, "device", None))
-        if args.debug or os.environ.get("SCOREGEN_DEBUG", "") not in ("", "0"):
-            COMMANDS[args.command][1](args)
-        else:
-            _run_reporting(args)
+        with num_threads(process.threads):
+            _run_reporting(args, debug)
         done = True
     finally:
         if launched:
             distributed.shutdown(wait=done)
 
 
-def _run_reporting(args):
-    """Run the command; a user error, a machine error, a diverged run or Ctrl-C is one line and an exit status."""
+def auto_threads() -> int:
+    """``--threads auto``: torch's default where OMP_NUM_THREADS is set (torch reads it; torchrun sets it to 1 for
+    each process unless given), else that default less the cores that the load average says other work keeps
+    busy, at least 1."""
+    import torch
+
+    default = torch.get_num_threads()
+    if "OMP_NUM_THREADS" in os.environ:
+        return default
+    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    return max(1, min(default, (os.cpu_count() or default) - busy))
+
+
+@contextmanager
+def num_threads(threads: int | str):
+    """torch's intra-op CPU threads set to ``threads`` ("auto": ``auto_threads()``) for the block."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(auto_threads() if threads == "auto" else threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _run_reporting(args, debug: bool):
+    """Run the command; a user error, a machine error, a diverged run or Ctrl-C ends it with its exit status
+    (module docstring), shown as one line on stderr or, with ``debug``, as the full traceback."""
     rank = int(os.environ.get("RANK", 0)) if args.command in DISTRIBUTED else 0
     prefix = f"scoregen: rank {rank}: " if int(os.environ.get("WORLD_SIZE", 1)) > 1 else "scoregen: "
+
+    def fail(status: int, message: str, show: bool = True):
+        if show and debug:
+            traceback.print_exc()
+        elif show:
+            print(prefix + message, file=sys.stderr)
+        sys.exit(status)
+
     try:
         COMMANDS[args.command][1](args)
     except KeyboardInterrupt as e:  # training's Interrupted says where its checkpoint is; Ctrl-C says nothing
-        print(f"{prefix}{str(e) or 'interrupted'}", file=sys.stderr)
-        sys.exit(130)
+        fail(130, str(e) or "interrupted")
     except (ValueError, OSError, FloatingPointError) as e:
-        print(f"{prefix}error: {_message(e)}", file=sys.stderr)
         # 2: the user's input (arguments, files, destinations; CheckpointError is a ValueError);
         # 1: the machine (a full disk, an I/O error) or the run (a diverged loss)
-        sys.exit(1 if isinstance(e, FloatingPointError) or getattr(e, "errno", None) in MACHINE_ERRNOS else 2)
+        machine = isinstance(e, FloatingPointError) or getattr(e, "errno", None) in MACHINE_ERRNOS
+        fail(1 if machine else 2, f"error: {_message(e)}")
     except RuntimeError as e:  # another rank failed (RankError), or a collective broke (torch.distributed.DistError)
         from ..runtime.distributed import RankError, broken
         if not isinstance(e, RankError) and not broken(e):
             raise
-        if rank == 0:
-            print(f"{prefix}error: {e}", file=sys.stderr)
-        sys.exit(1)
+        fail(1, f"error: {e}", show=rank == 0)
 
 
 def _message(e: Exception) -> str:

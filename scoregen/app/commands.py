@@ -70,10 +70,13 @@ def sample(settings: SampleSettings) -> dict | None:
     from ..models import load_model, vae_options, with_dtype
     from ..runtime import distributed
     from ..runtime.outputs import check_writable, sample_png, write_atomic
+    from ..samplers.common import check_memory
 
     options = dict(s.options)
     check_writable(out)
     loaded = load_model(source, device=s.device)
+    data_shape = getattr(loaded.model, "data_shape", None) or loaded.info.shape  # what rank 0 gathers
+    check_memory((s.n, *data_shape), torch.float32, torch.device("cpu"))
     device, start = next(loaded.model.parameters()).device, time.perf_counter()
     if loaded.kind == "vae":
         if any(flag is not None for flag in (s.method, s.steps, s.grid, s.dtype)):
@@ -91,7 +94,7 @@ def sample(settings: SampleSettings) -> dict | None:
                    **({"grid": grid} if grid is not None else {})}
         res = distributed.sample(model, sde, (s.n, *info.shape), label, steps=s.steps, seed=s.seed, chunk=s.batch_size,
                                  **options)
-        x, nfe, options = (None, None, None) if res is None else (res.x, res.nfe, res.options)
+        x, nfe, options = (None, None, None) if res is None else (res.x, res.nfe, recorded_options(res.options))
         decoded = "" if res is None or res.latents is None else f" + {res.decoder_calls} decoder call(s)"
         latents = {} if decoded == "" else {"latents": res.latents.float().cpu().numpy()}
     if not distributed.is_main():
@@ -105,6 +108,17 @@ def sample(settings: SampleSettings) -> dict | None:
     processes = "" if distributed.world_size() == 1 else f" on {distributed.world_size()} processes"
     print(f"{s.n} samples by {label} ({nfe} NFE{decoded}) in {wall:.2f} s{processes} -> {out}")
     return {"x": x, "nfe": nfe, "options": options, "wall_s": wall}
+
+
+def recorded_options(options: dict) -> dict:
+    """A sampler's resolved options as the samples' file records them: an adaptive ODE solver takes no steps of the
+    grid (steps None) but runs to its tolerances (rtol and atol; None: ``samplers.ode.TOL``)."""
+    from ..core.flow import ADAPTIVE
+    from ..samplers.ode import TOL
+
+    if options.get("solver") not in ADAPTIVE:
+        return options
+    return {**options, "steps": None, **{k: TOL if options[k] is None else options[k] for k in ("rtol", "atol")}}
 
 
 def grid_arg(text: str | None, steps: int | None):
@@ -157,7 +171,8 @@ def tune_grid(settings: TuneGridSettings):
     shape, t_min, options = tuple(info.shape), info.t_min, dict(s.options)
     tuned = optimize_grid(model, sde, s.method, s.steps, shape, n=s.n, seed=s.seed, t_min=t_min,
                           max_evals=s.max_evals, progress=s.progress, **options)
-    held = held_out_errors(model, sde, s.method, tuned.t, shape, n=s.n, seed=s.seed + 1, t_min=t_min, **options)
+    held = held_out_errors(model, sde, s.method, tuned.t, shape, n=s.n, seed=s.seed + 1, t_min=t_min,
+                           progress=s.progress, **options)
     tuning = {"tuned": tuned.error, **tuned.fixed_errors}
     save_grid(s.out, tuned.t, method=s.method, steps=s.steps, options=options, checkpoint=info.path, t_min=t_min,
               n=s.n, seed=s.seed, start_grid=tuned.start_grid, evaluations=tuned.evaluations,

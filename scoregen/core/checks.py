@@ -63,3 +63,16 @@ def check_range(name: str, value, lo: float, hi: float, lo_open=True, hi_open=Tr
     if not ok:
         span = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
         raise ValueError(f"{name} must be a number in {span}; got {value!r}")
+
+
+def check_t_min(t_min) -> None:
+    """Raise unless ``t_min``, the smallest time a model is trained at and its samplers and likelihoods stop at,
+    is a number in (0, 1): at t = 0 the score eps / sigma is singular."""
+    check_range("t_min", t_min, 0.0, 1.0)
+
+
+def check_tolerances(**tols) -> None:
+    """Raise unless every ``name=value`` is a tolerance of an adaptive ODE solver (rtol, atol): a number in
+    (0, 1); zero, negative or NaN tolerances would give wrong numbers or blame the network."""
+    for name, value in tols.items():
+        check_range(name, value, 0.0, 1.0)

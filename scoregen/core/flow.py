@@ -29,6 +29,12 @@ def kind_of(model) -> str:
     return kind
 
 
+def check_model(name: str, model) -> None:
+    """Raise unless ``model`` can be called as an eps-network: a torch module or a callable ``eps(x, t)``."""
+    if not callable(model):
+        raise ValueError(f"{name} must be a torch module or a callable eps(x, t); got {type(model).__name__}")
+
+
 # --- the eps/x0 view of an eps-network -----------------------------------------------------------
 def model_device_dtype(eps_model, device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
     """An nn.Module fixes device and dtype (its first parameter or buffer); a function takes them
@@ -112,6 +118,11 @@ def check_state(x: torch.Tensor, name: str = "x") -> None:
         raise ValueError(f"{name} must have shape [n, ...] with a batch dimension; got {tuple(x.shape)}")
     if x.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}): give at least one point")
+    check_finite(x, name)
+
+
+def check_finite(x: torch.Tensor, name: str = "x") -> None:
+    """Raise if the tensor ``x`` has a NaN or inf, saying where (one host sync)."""
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} has NaN/inf values ({_first_bad(x)})")
 

@@ -42,17 +42,22 @@ class QuantizedDataWarning(UserWarning):
     Silence it with ``warnings.simplefilter("ignore", QuantizedDataWarning)``."""
 
 
+MIN_REPEATS = 4  # entries per distinct value that quantised data must show: fewer is too little to tell
+
+
 def grid_levels(x: torch.Tensor, max_levels: int = 256) -> int | None:
     """The smallest L <= ``max_levels`` such that x looks quantised onto the L-level grid ``2k/(L-1)-1``:
-    at least two distinct values, repeated (at most a quarter as many distinct values as entries), all on
-    the grid. None for continuous or dequantised data. Sorts the first 65536 values to rule out continuous
-    data, then reads x whole for the candidate L; synchronises with the host."""
+    at least two distinct values, repeated (at least ``MIN_REPEATS`` entries per distinct value), all on
+    the grid. None for continuous or dequantised data, and for data too small to tell: a few values lie on
+    some grid of up to 256 levels by chance, so e.g. 4 points in 2-D (8 entries) count only with at most 2
+    distinct values, while 50 points (100 entries) of a 17-level grid count. Sorts the first 65536 values to
+    rule out continuous data, then reads x whole for the candidate L; synchronises with the host."""
     flat = x.detach().flatten()
     if not flat.is_floating_point():
         return None
     head = flat[:65536]
     values = torch.unique(head).double()
-    if not 2 <= values.numel() <= min(max_levels, head.numel() // 4):
+    if not 2 <= values.numel() <= min(max_levels, head.numel() // MIN_REPEATS):  # too few repeats to tell
         return None
     steps = torch.arange(1, max_levels, device=flat.device, dtype=torch.float64)[:, None]   # L - 1
     k = ((values + 1) * steps / 2).round()                                               # [L - 1, distinct]
@@ -66,7 +71,7 @@ def grid_levels(x: torch.Tensor, max_levels: int = 256) -> int | None:
 
 def warn_if_quantized(x: torch.Tensor, message: str, stacklevel: int = 3) -> None:
     """A ``QuantizedDataWarning`` of ``message`` (formatted with ``levels``) when x looks quantised
-    (``grid_levels``)."""
+    (``grid_levels``: it needs ``MIN_REPEATS`` entries per distinct value, so a handful of points pass silently)."""
     levels = grid_levels(x)
     if levels is not None:
         warnings.warn(f"x lies on the {levels}-level grid 2k/(L-1)-1 (quantised data): "

@@ -60,6 +60,13 @@ def device_setting():
     return setting(None, "cpu, cuda or cuda:N (default: cuda if available)")
 
 
+def threads_setting():
+    """The ``--threads`` setting every command shares (``app.cli`` applies it): N, or "auto" (``thread_count``)."""
+    return setting("auto", "torch's CPU threads: N, or auto: OMP_NUM_THREADS when set (torchrun sets 1 per process), "
+                           "else torch's default less the cores busy with other work (the load average), at least 1",
+                   metavar="N", parse=thread_count)
+
+
 def dtype_setting(choices: tuple):
     """The ``--dtype`` setting of the commands that sample an eps-network: ``choices`` are
     ``models.loading.DTYPES``' names."""
@@ -78,6 +85,13 @@ def count(low: int):
             raise argparse.ArgumentTypeError(f"must be an integer >= {low}; got {text!r}")
         return value
     return parse
+
+
+def thread_count(text: str) -> int | str:
+    """A flag's type: "auto" or an integer >= 1."""
+    if text != "auto" and not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1 or auto; got {text!r}")
+    return text if text == "auto" else int(text)
 
 
 def number(text: str, what: str):
@@ -172,5 +186,5 @@ def from_args(cls, args: argparse.Namespace, **extra):
 
 
 __all__ = ["setting", "dataset_options_setting", "data_path_setting", "progress_setting", "device_setting",
-           "dtype_setting", "count", "number", "parse_options", "declared", "flags_of", "add_arguments", "given",
-           "from_args"]
+           "threads_setting", "dtype_setting", "count", "thread_count", "number", "parse_options", "declared",
+           "flags_of", "add_arguments", "given", "from_args"]

@@ -70,6 +70,8 @@ from .toy import load_toy  # noqa: E402
 
 _LOADERS = {"gmm": _gmm, "digits": load_digits, "toy": load_toy, "cartoon": load_cartoon,
             "folder": load_folder, "npz": load_npz}
+# what each loader's items are: "vectors" [D] or "images" [C, H, W] (npz: either, by its array)
+DATA_KINDS = {"gmm": "vectors", "toy": "vectors", "digits": "images", "cartoon": "images", "folder": "images"}
 
 
 def check_options(name: str, options: dict) -> None:
@@ -119,4 +121,5 @@ def load_dataset(name: str, **options) -> Dataset:
     return _LOADERS[name](**options)
 
 
-__all__ = ["Dataset", "GaussianMixture", "gaussian", "preset", "load_dataset", "dataset_source", "with_data_path"]
+__all__ = ["DATA_KINDS", "Dataset", "GaussianMixture", "gaussian", "preset", "load_dataset", "dataset_source",
+           "with_data_path"]

@@ -8,7 +8,8 @@ LEVELS = 17
 
 
 def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
-    """scikit-learn's ``load_digits`` as [n, 1, 8, 8] float32 in [-1, 1] (``x = k / 8 - 1``), ``levels=17``, labels 0..9.
+    """scikit-learn's ``load_digits`` as [n, 1, 8, 8] float32 in [-1, 1] (``x = k / 8 - 1``), ``levels=17``,
+    labels 0..9.
 
     Args:
         test_fraction: share held out (a fixed ``seed``-ed split).

@@ -175,6 +175,8 @@ def load_npz(path: str | os.PathLike, key: str | None = None, labels: str | None
         if a is not None and a.ndim == 0:
             raise ValueError(f"npz: array {name!r} in {path} must have a batch dimension [n, ...]; got a 0-d "
                              f"array (one value, {a.item()!r})")
+    if len(x) == 0:
+        raise ValueError(f"npz: {path} holds no images or other items: its array {key!r} has shape {x.shape}")
     if y is not None and len(y) != len(x):
         raise ValueError(f"labels {labels!r} has {len(y)} entries for {len(x)} items of {key!r}")
     if np.issubdtype(x.dtype, np.floating):

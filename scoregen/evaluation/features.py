@@ -101,7 +101,7 @@ class FeatureNet(nn.Module):
     @classmethod
     def for_dataset(cls, dataset, *, cache_dir=None, device=None, seed: int = 0, steps: int | None = None,
                     batch_size: int = 128, lr: float = 2e-3, width: int = 32, feature_dim: int = 128,
-                    retrain: bool = False) -> "FeatureNet":
+                    retrain: bool = False, progress: bool = False) -> "FeatureNet":
         """The feature network of an image data set, loaded from ``cache_dir`` or trained and cached.
 
         Trains ``steps`` Adam steps (default: 200 for one label column, 1000 for several, the faces'
@@ -112,7 +112,8 @@ class FeatureNet(nn.Module):
         ``column_accuracy`` (per column), ``train_seconds``, ``path`` and ``loaded`` (True when
         this call read the cache); ``net.reference`` the held-out split's features. The cache
         file is named by a hash of the recipe and the data, so a changed data set or recipe
-        trains afresh; an unreadable one is retrained and replaced.
+        trains afresh; an unreadable one is retrained and replaced. ``progress``: a tqdm bar over the training
+        steps.
         """
         if not dataset.is_image:
             raise ValueError(f"FeatureNet needs an image data set [n, C, H, W]; {dataset.name!r} has "
@@ -140,7 +141,8 @@ class FeatureNet(nn.Module):
         start = time.perf_counter()
         column_accuracy = None
         if labels is not None:
-            net._train(dataset.train, labels[0], steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+            net._train(dataset.train, labels[0], steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                       progress=progress)
             column_accuracy = (net.predict(dataset.test) == labels[1].to(device)).double().mean(0).tolist()
         info = dict(kind="random" if labels is None else "classifier", column_accuracy=column_accuracy,
                     accuracy=None if labels is None else sum(column_accuracy) / len(column_accuracy),
@@ -161,15 +163,19 @@ class FeatureNet(nn.Module):
         net.reference = state["reference"].to(device)
         return net
 
-    def _train(self, x: torch.Tensor, y: torch.Tensor, *, steps: int, batch_size: int, lr: float, seed: int):
+    def _train(self, x: torch.Tensor, y: torch.Tensor, *, steps: int, batch_size: int, lr: float, seed: int,
+               progress: bool):
         """Cross-entropy summed over label columns, Adam, ``steps`` minibatches drawn with replacement
-        by a seeded generator."""
+        by a seeded generator; ``progress``: a tqdm bar over the steps."""
+        from tqdm.auto import tqdm
+
         device = self.scale.device
         x, y = x.to(device), y.to(device)
         g = torch.Generator().manual_seed(seed)
         opt = torch.optim.Adam(self.parameters(), lr=lr)
         self.train()
-        for _ in range(steps):
+        for _ in tqdm(range(steps), desc="training the feature network", unit="step", disable=not progress,
+                      dynamic_ncols=True):
             idx = torch.randint(x.shape[0], (batch_size,), generator=g).to(device)
             loss = sum(F.cross_entropy(z, y[idx, j]) for j, z in enumerate(self(x[idx])))
             opt.zero_grad(set_to_none=True)

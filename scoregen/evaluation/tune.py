@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
@@ -58,11 +59,31 @@ class TunedGrid:
     evaluations: int
 
 
+@contextmanager
+def _counting(eps_model, desc: str, progress: bool):
+    """A tqdm bar (``progress``) of the calls of ``eps_model`` in the block, by a forward hook of an nn.Module (a
+    plain function's calls are not counted)."""
+    from tqdm.auto import tqdm
+
+    def tick(*_):  # returns None: the network's output stays its own
+        bar.update()
+
+    with tqdm(desc=desc, unit="NFE", disable=not progress, dynamic_ncols=True) as bar:
+        counted = progress and isinstance(eps_model, torch.nn.Module)
+        hook = eps_model.register_forward_hook(tick) if counted else None
+        try:
+            yield
+        finally:
+            if hook is not None:
+                hook.remove()
+
+
 class _EndPointError:
     """``ode_err`` of ``method`` on a grid against the PF-ODE's map of n prior draws (``seed``), the reference
-    solved once; ``fixed`` / ``fixed_errors``: the named grids at ``steps`` and their errors."""
+    solved once (``progress``: a bar of its network calls); ``fixed`` / ``fixed_errors``: the named grids at
+    ``steps`` and their errors."""
 
-    def __init__(self, eps_model, sde, method, steps, shape, n, seed, t_min, device, dtype, options):
+    def __init__(self, eps_model, sde, method, steps, shape, n, seed, t_min, device, dtype, options, progress):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
         if not is_deterministic(method, options) or (method == "ode" and options.get(
@@ -83,8 +104,9 @@ class _EndPointError:
         self.run = dict(eps_model=eps_model, sde=sde, shape=self.x1.shape, method=method, x1=self.x1,
                         device=device, dtype=dtype, **options)
         self.fixed = {name: sampling_grid(sde, name, steps, t_min, steps_onto_zero(method))[0] for name in GRIDS}
-        samples = {name: sample(grid=t, **self.run).x for name, t in self.fixed.items()}  # options checked first
-        self.reference = pf_ode_solution(eps_model, sde, self.x1, t_min=t_min, device=device, dtype=dtype).x
+        with _counting(eps_model, f"PF-ODE reference, seed {seed}", progress):
+            samples = {name: sample(grid=t, **self.run).x for name, t in self.fixed.items()}  # options checked first
+            self.reference = pf_ode_solution(eps_model, sde, self.x1, t_min=t_min, device=device, dtype=dtype).x
         self.fixed_errors = {name: ode_err(x, self.reference) for name, x in samples.items()}
         self.evaluations = 0
 
@@ -126,7 +148,8 @@ def optimize_grid(eps_model, sde: VPSDE, method: str, steps: int, shape, *, n: i
             lower end of the interior times, the last time of ``final_denoise`` samplers, the reference's end.
         max_evals: the most sampler runs the optimiser makes (each ``steps``-ish NFE at batch n); it stops
             earlier when every time has settled.
-        progress: a tqdm bar over the runs, with the best error so far.
+        progress: tqdm bars: the network calls of the named grids and the reference solve, then the runs, with
+            the best error so far.
 
     Returns a ``TunedGrid``; ``held_out_errors`` checks its grid on fresh draws.
     """
@@ -135,7 +158,7 @@ def optimize_grid(eps_model, sde: VPSDE, method: str, steps: int, shape, *, n: i
     if isinstance(max_evals, bool) or not isinstance(max_evals, Integral) or max_evals < 0:
         raise ValueError(f"max_evals must be an integer >= 0; got {max_evals!r}")
     t_min = T_MIN if t_min is None else t_min
-    err = _EndPointError(eps_model, sde, method, steps, shape, n, seed, t_min, device, dtype, options)
+    err = _EndPointError(eps_model, sde, method, steps, shape, n, seed, t_min, device, dtype, options, progress)
     # start: the best named grid whose interior times lie in (t_min, 1), where the log-SNR coordinates live
     inside = {name: t for name, t in err.fixed.items() if bool(((t[1:-1] > t_min) & (t[1:-1] < 1)).all())}
     start = min(inside, key=err.fixed_errors.get)
@@ -172,16 +195,19 @@ def optimize_grid(eps_model, sde: VPSDE, method: str, steps: int, shape, *, n: i
 
 
 def held_out_errors(eps_model, sde: VPSDE, method: str, t: torch.Tensor, shape, *, n: int = 256, seed: int = 1,
-                    t_min: float | None = None, device=None, dtype: torch.dtype | None = None, **options) -> dict:
+                    t_min: float | None = None, device=None, dtype: torch.dtype | None = None, progress: bool = False,
+                    **options) -> dict:
     """``{"tuned": ode_err of grid t, name: ode_err of each named grid of GRIDS at the same K}`` of ``method``
     (with ``options``) on n prior draws of ``seed``: choose a seed the grid was not tuned on.
     ``t_min`` (the reference's end and the named grids'): None is t[-1] for ``final_denoise`` samplers (where
-    the grid stops), else ``T_MIN``."""
+    the grid stops), else ``T_MIN``. ``progress``: a tqdm bar of the network calls of the named grids and the
+    reference solve."""
     if not (isinstance(t, torch.Tensor) and t.dim() == 1 and len(t) >= 2):
         raise ValueError(f"t must be a grid, a 1-D tensor of decreasing times; got {t!r}")
     if t_min is None:
         t_min = T_MIN if method not in METHODS or steps_onto_zero(method) else float(t[-1])
-    err = _EndPointError(eps_model, sde, method, len(t) - 1, shape, n, seed, t_min, device, dtype, options)
+    err = _EndPointError(eps_model, sde, method, len(t) - 1, shape, n, seed, t_min, device, dtype, options,
+                         progress)
     return {"tuned": err(t.detach().to("cpu", torch.float64)), **err.fixed_errors}
 
 

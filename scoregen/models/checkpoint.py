@@ -7,23 +7,28 @@ saved by ``torch.save``; a training checkpoint adds ``model``, ``optimizer`` and
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import pickle
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..core.checks import check_types
+from ..core.checks import check_t_min, check_types
 from ..core.settings import (count, data_path_setting, dataset_options_setting, device_setting, progress_setting,
                              setting)
-from ..data import with_data_path
+from ..data import DATA_KINDS, with_data_path
 from ..core.devices import resolve_device
-from .nets import build_model
-from ..runtime.outputs import write_atomic
+from .nets import PRESETS, build_model
+from ..runtime.outputs import check_writable, write_atomic
 from ..core.sde import T_MIN, VPSDE
 
 FORMAT = "scoregen-checkpoint"
 VERSION = 1
+ARCH_DATA = {"unet": "images", "mlp": "vectors"}  # the data each eps-network arch takes (data.DATA_KINDS)
 
 
 class CheckpointError(ValueError):
@@ -35,8 +40,9 @@ class TrainConfig:
     """Everything that defines a training run; saved as JSON in the run dir and in every checkpoint.
 
     ``model`` is a ``build_model`` config; ``{}`` means the default for the data set: the preset named
-    after it if there is one, else a U-Net for images and an MLP for vectors, sized to the data.
-    ``sde`` holds ``VPSDE`` keyword arguments. ``t_min``: training times are
+    after it if there is one, else a U-Net for images and an MLP for vectors, sized to the data; a U-Net or an
+    MLP given for the other kind of data (``ARCH_DATA``, ``data.DATA_KINDS``) is refused.
+    ``sde`` holds ``VPSDE`` keyword arguments. ``t_min``, in (0, 1): training times are
     t ~ U(t_min, 1) (default ``sde.T_MIN``); sampling and likelihoods of the checkpoint use the same t_min.
     ``ema_decay``: the EMA uses ``min(ema_decay, (1 + step) / (10 + step))``, so short runs are not
     dominated by the initial weights. ``amp``: bf16 autocast, on CUDA only. ``device``: None is CUDA if
@@ -81,12 +87,23 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0; got {self.lr!r}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1); got {self.ema_decay!r}")
-        if not 0 <= self.t_min < 1:
-            raise ValueError(f"t_min must be in [0, 1); got {self.t_min!r}")
+        check_t_min(self.t_min)
+        self._check_arch_fits_data()
         if self.world_size is not None and not self.world_size >= 1:
             raise ValueError(f"world_size must be >= 1 or None; got {self.world_size!r}")
         if self.device not in (None, "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or None; got {self.device!r}")
+
+    def _check_arch_fits_data(self):
+        """Raise unless the model's arch (if a U-Net or an MLP) takes the data set's kind of data (if known)."""
+        preset = PRESETS.get(str(self.model.get("preset")), {})
+        arch, data = str(self.model.get("arch", preset.get("arch"))), DATA_KINDS.get(self.dataset)
+        if arch in ARCH_DATA and data is not None and ARCH_DATA[arch] != data:
+            fits = "; ".join(f"{a} for {kind}: {', '.join(d for d, k in DATA_KINDS.items() if k == kind)}"
+                             for a, kind in ARCH_DATA.items())
+            want = next(a for a, kind in ARCH_DATA.items() if kind == data)
+            raise ValueError(f"model {arch!r} takes {ARCH_DATA[arch]}, and data set {self.dataset!r} holds {data}: "
+                             f"use --model {want} ({fits}), or no --model for the data set's default")
 
     def to_dict(self) -> dict:
         """The config as plain JSON types (tuples become lists), as saved."""
@@ -147,16 +164,21 @@ class TrainRun:
         if options:
             given["dataset_options"] = options
         dataset = given.get("dataset", fields.get("dataset", TrainConfig.dataset))
-        out = given.setdefault("out", fields.get("out", f"runs/{dataset}"))
+        out = Path(given.setdefault("out", fields.get("out", f"runs/{dataset}")))
+        if out.is_file():
+            raise NotADirectoryError(errno.ENOTDIR, f"--out {out} is an existing file; --out must be a folder, the "
+                                                    "run's (it gets ckpt.pt, log.jsonl, config.json, samples)")
+        check_writable(out, folder=True)
         if self.resume:
-            fields.update(read_checkpoint(Path(out) / "ckpt.pt")["config"])
+            fields.update(checkpoint_config(read_checkpoint(out / "ckpt.pt"), out / "ckpt.pt").to_dict())
         return TrainConfig.from_dict({**fields, **given})
 
 
 def save_checkpoint(state: dict, path) -> Path:
     """Write ``state`` (tagged with FORMAT and VERSION) to ``path`` atomically: a temp file, then ``os.replace``.
 
-    A crash mid-write leaves the previous file at ``path`` untouched.
+    A crash mid-write leaves the previous file at ``path`` untouched; a full disk raises the OSError naming ``path``
+    and Ctrl-C a KeyboardInterrupt (not torch's RuntimeError).
     """
     return write_atomic(path, lambda f: torch.save({"format": FORMAT, "version": VERSION, **state}, f))
 
@@ -165,7 +187,8 @@ def read_checkpoint(path) -> dict:
     """The validated checkpoint dict at ``path``, tensors on the CPU.
 
     Raises FileNotFoundError for a missing file and CheckpointError for a truncated or corrupt file,
-    a foreign file (no format tag) or an unknown version.
+    a file of pickled Python objects (not loaded: torch's ``weights_only``), a foreign file (no format tag) or an
+    unknown version.
     """
     path = Path(path)
     if path.is_dir():
@@ -174,10 +197,17 @@ def read_checkpoint(path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # weights_only's note on a pickle protocol other than torch.save's
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: (?:GLOBAL )?(\S+)", str(e))
+        if found is None:
+            raise _unreadable(path) from e
+        raise CheckpointError(f"{path} holds Python objects ({found[1]}), which are not loaded, for safety; a "
+                              "scoregen checkpoint holds only tensors and plain values") from None
     except Exception as e:  # torch reports truncation and foreign pickles with many exception types
-        raise CheckpointError(f"{path} is not a readable checkpoint: truncated, corrupt or not written by "
-                              "torch.save") from e
+        raise _unreadable(path) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a scoregen checkpoint (no format tag {FORMAT!r})")
     if ckpt.get("version") != VERSION:
@@ -185,11 +215,25 @@ def read_checkpoint(path) -> dict:
     return ckpt
 
 
+def _unreadable(path) -> CheckpointError:
+    return CheckpointError(f"{path} is not a readable checkpoint: truncated, corrupt or not written by torch.save")
+
+
+def checkpoint_config(ckpt: dict, path) -> TrainConfig:
+    """The TrainConfig of the checkpoint ``ckpt`` read from ``path``; one that this version refuses (an older
+    version's, trained at t_min = 0, say) is a CheckpointError naming the file."""
+    try:
+        return TrainConfig.from_dict(ckpt["config"])
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {path} holds a training config that is no longer valid ({e}); retrain "
+                              "the model with a valid value (scoregen train --help)") from None
+
+
 def load_checkpoint(path, device=None) -> tuple[torch.nn.Module, VPSDE, TrainConfig]:
     """``(model, sde, config)`` from a training or exported checkpoint: the EMA weights, in eval mode,
     with gradients off, on ``device`` (None: CUDA if available, else CPU)."""
     ckpt = read_checkpoint(path)
-    config = TrainConfig.from_dict(ckpt["config"])
+    config = checkpoint_config(ckpt, path)
     model = build_model(config.model)
     model.load_state_dict(ckpt["ema"])
     model = model.to(resolve_device(device)).eval().requires_grad_(False)

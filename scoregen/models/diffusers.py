@@ -22,11 +22,13 @@ its equation; ``details`` reports them.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
 
 from .adapters import Wrapped, wrap
+from ..core.checks import check_range, check_types
 from ..core.sde import VPSDE
 
 PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
@@ -98,12 +100,45 @@ def _check_unet(config: dict, where: Path) -> None:
         raise ValueError(f"{where}: the UNet's config has no sample_size, so the sample shape is unknown")
 
 
+class _SchedulerFields:
+    """The scheduler config's fields that make the schedule and the prediction, by type (``check_types``)."""
+    num_train_timesteps: int
+    beta_start: float
+    beta_end: float
+    beta_schedule: str
+    trained_betas: list | None
+    prediction_type: str
+
+
+# their ranges (open intervals): N > 1 timesteps (t_min = 1 / N < 1), betas in (0, 1)
+SCHEDULER_RANGES = {"num_train_timesteps": (1, math.inf), "beta_start": (0.0, 1.0), "beta_end": (0.0, 1.0)}
+
+
+def _check_scheduler_fields(config: dict, where: Path) -> None:
+    """Raise a ValueError naming ``where`` and the field unless the fields of ``_SchedulerFields`` present in the
+    scheduler config have their types and ranges (``SCHEDULER_RANGES``; every trained beta in (0, 1))."""
+    check_types(_SchedulerFields, config, f"{where}: field")
+    try:
+        for name, (lo, hi) in SCHEDULER_RANGES.items():
+            if name in config:
+                check_range(name, config[name], lo, hi)
+        for i, beta in enumerate(config.get("trained_betas") or ()):
+            check_range(f"trained_betas[{i}]", beta, 0.0, 1.0)
+    except ValueError as e:
+        raise ValueError(f"{where}: field {e}") from None
+
+
 def _scheduler(config: dict, where: Path):
     import diffusers
 
+    _check_scheduler_fields(config, where)
     name = config.get("_class_name")
     cls = getattr(diffusers, str(name), None)
-    sched = cls.from_config(config) if isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin) else None
+    try:
+        sched = cls.from_config(config) if isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin) \
+            else None
+    except (ValueError, NotImplementedError) as e:  # an option of its own it refuses (an unknown beta_schedule)
+        raise ValueError(f"{where}: {name} refuses this config: {e}") from None
     if sched is None or not hasattr(sched, "alphas_cumprod"):
         raise ValueError(f"{where}: scheduler {name!r} is not supported; scoregen needs a DDPM-family scheduler with "
                          "betas (DDPMScheduler, DDIMScheduler, PNDMScheduler, DPMSolverMultistepScheduler, "
@@ -133,10 +168,17 @@ def load_folder(path, device: torch.device) -> tuple[Wrapped, VPSDE, tuple, dict
     if out != channels and not (out == 2 * channels and str(variance).startswith("learned")):
         raise ValueError(f"{unet_dir}: the UNet maps {channels} channels to {out}; it must return {channels} "
                          f"(or {2 * channels} with a learned variance_type; the scheduler's is {variance!r})")
-    unet = diffusers.UNet2DModel.from_pretrained(unet_dir, low_cpu_mem_usage=False)
+    # safetensors if the folder has them, else the .bin weights (torch.load, weights_only), without diffusers' note
+    # on falling back to unsafe serialisation
+    unet = diffusers.UNet2DModel.from_pretrained(unet_dir, low_cpu_mem_usage=False,
+                                                 use_safetensors=any(unet_dir.glob("*.safetensors")))
     unet = unet.to(device).eval().requires_grad_(False)
     ac = sched.alphas_cumprod.to(torch.float64)
-    sde = VPSDE.from_ddpm_betas(1 - ac / torch.cat([ac.new_ones(1), ac[:-1]]))
+    try:
+        sde = VPSDE.from_ddpm_betas(1 - ac / torch.cat([ac.new_ones(1), ac[:-1]]))
+    except ValueError:
+        raise ValueError(f"{sched_path}: the scheduler's alphas_cumprod give betas outside (0, 1), which scoregen "
+                         "cannot run (a zero terminal SNR, rescale_betas_zero_snr, ends at beta = 1)") from None
     size = config["sample_size"]
     shape = (channels, *((size, size) if isinstance(size, int) else size))
     model = wrap(_UNetCall(unet, channels), sde, prediction=PREDICTION_TYPES[prediction], time="index")

@@ -23,6 +23,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,6 +334,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         write_atomic(out / "config.json", (json.dumps(config.to_dict(), indent=2) + "\n").encode())
         _truncate_log(log_path, state.step)
 
+    if writer and config.warmup >= config.steps:  # rank 0 alone, as it logs
+        warnings.warn(f"warmup {config.warmup} >= steps {config.steps}: the learning rate rises for the whole run and "
+                      f"never holds at its peak lr {config.lr:g}; give a warmup below steps (--warmup)", stacklevel=2)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda")
     max_norm = config.grad_clip or math.inf
     first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite step, kept on device

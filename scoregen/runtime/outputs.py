@@ -1,7 +1,11 @@
 """Writing results: atomic files, sample pictures, and the sampler sweep's table, CSV and plot.
 
 Every file the package writes (checkpoints, caches, tables, figures) goes through ``write_atomic``,
-so an interrupted run leaves the previous file, or none, never half of one. The renderers of the sweep
+so an interrupted run leaves the previous file, or none, never half of one; a full disk is an OSError naming
+the file and Ctrl-C a KeyboardInterrupt, whatever the writer (torch.save) makes of them. The files of one result
+that belong together (``compare``'s) go through ``write_together``: all of them appear, or none. Temporary files
+carry their writer's pid and host; those of writers killed mid-write (kill -9) are removed by the next write of
+the same file or folder. The renderers of the sweep
 (``markdown_table``, ``csv_table``, ``quality_plot``) take its rows (``scoregen.compare``) and are told
 which metrics and options to show: nothing here imports the rest of the package.
 """
@@ -13,12 +17,19 @@ import io
 import json
 import math
 import os
+import re
+import shutil
+import socket
 import stat
 import tempfile
+import time
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+ORPHAN_AGE_S = 3600  # a temporary file named by no pid and not written to this long is an orphan
 
 
 def _new_file_mode() -> int:
@@ -28,33 +39,144 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
+def _mode_for(path: Path) -> int:
+    """The mode a file written to ``path`` gets: the existing file's own, else ``_new_file_mode()``."""
+    return stat.S_IMODE(path.stat().st_mode) if path.is_file() else _new_file_mode()
+
+
+@contextmanager
+def _naming(path, note: str = ""):
+    """Raise an OSError of the block as one that names ``path`` (not a temporary file), keeping its errno."""
+    try:
+        yield
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}{note}") from e
+
+
+def _writer() -> str:
+    """This process in the names of its temporary files and folders: ``<pid>.<host>``."""
+    return f"{os.getpid()}.{socket.gethostname()}"
+
+
+def _orphaned(entry: Path, prefix: str) -> bool:
+    """Whether ``entry``, named ``<prefix><pid>.<host>.<random>.tmp``, was left by a writer of this host that is gone,
+    or, named ``<prefix><random>.tmp`` (by a scoregen that named no pid), has not been written to for ORPHAN_AGE_S."""
+    name = re.fullmatch(r"(?:(\d{1,9})\.(.*)\.)?[a-z0-9_]{8}\.tmp", entry.name.removeprefix(prefix))
+    if name is None:
+        return False
+    if name[1] is None:
+        return time.time() - entry.lstat().st_mtime > ORPHAN_AGE_S
+    if name[2] != socket.gethostname():
+        return False
+    try:
+        os.kill(int(name[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # a live process of another user
+        pass
+    return False
+
+
+def _remove_orphans(folder: Path, prefix: str) -> None:
+    """Remove the temporary files and folders named ``prefix...`` in ``folder`` that their writer left behind (killed
+    mid-write: kill -9, a power cut), see ``_orphaned``. Best effort: never raises."""
+    with suppress(OSError):
+        for entry in [e for e in folder.iterdir() if e.name.startswith(prefix)]:
+            with suppress(OSError):
+                if _orphaned(entry, prefix):
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+class _Watched:
+    """A file that remembers (``error``) the first exception its ``write`` or ``flush`` raised."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def __getattr__(self, name):  # tell, seek, fileno, ...
+        return getattr(self.file, name)
+
+    def write(self, data):
+        return self._watch(self.file.write, data)
+
+    def flush(self):
+        return self._watch(self.file.flush)
+
+    def _watch(self, method, *args):
+        try:
+            return method(*args)
+        except BaseException as e:
+            if self.error is None:
+                self.error = e
+            raise
+
+
+def _write(fd: int, data: bytes | Callable, mode: int) -> None:
+    """Write ``data`` (bytes, or a function ``write(file)``) to the new file ``fd``, flush it to disk, give it
+    ``mode`` and close it. What the file's own write or flush raised first is raised, also where ``write`` turned
+    it into another exception (torch.save makes a full disk or Ctrl-C a RuntimeError)."""
+    with os.fdopen(fd, "wb") as f:
+        file = _Watched(f)
+        try:
+            file.write(data) if isinstance(data, bytes) else data(file)
+        except BaseException as e:
+            if file.error is None or file.error is e:
+                raise
+            raise file.error from None
+        f.flush()
+        os.fsync(f.fileno())
+        os.fchmod(f.fileno(), mode)
+
+
 def write_atomic(path, data: bytes | Callable) -> Path:
     """Write ``data`` (bytes, or a function ``write(file)``) to a unique temporary file beside ``path``,
-    flush it to disk, then ``os.replace`` it onto ``path``.
+    ``.<name>.<pid>.<host>.<random>.tmp``, flush it to disk, then ``os.replace`` it onto ``path``.
 
     The file gets the mode a plain ``open(path, "w")`` would leave: an existing file's own, else 0o666
     less the umask (``mkstemp``'s 0o600 would survive the replace). A failed write raises an OSError
-    that names ``path`` (not the temporary file) and leaves the previous file at ``path`` untouched.
+    that names ``path`` (not the temporary file) and leaves the previous file at ``path`` untouched; a Ctrl-C
+    raises KeyboardInterrupt. Temporary files of ``path`` that killed writers left are removed first.
     """
     path = Path(path)
-    try:
+    with _naming(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else _new_file_mode()
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise OSError(e.errno, f"cannot write {path}: {e.strerror}") from e
+        _remove_orphans(path.parent, f".{path.name}.")
+        mode = _mode_for(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_writer()}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data) if isinstance(data, bytes) else data(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
+        with _naming(path):
+            _write(fd, data, mode)
+            os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
     return path
+
+
+def write_together(folder, files: dict[str, bytes | Callable]) -> list[Path]:
+    """Write ``files`` (name -> bytes, or a function ``write(file)``) into ``folder``, all of them or none.
+
+    Each is written into a staging folder inside ``folder`` (``.staging.<pid>.<host>.<random>.tmp``), flushed
+    to disk with the mode ``write_atomic`` gives; only when all are written are they renamed into place, in
+    their order (renames need no space: put the file that indexes the others last). A failed write removes the
+    staging folder and raises an OSError that names the file and keeps its errno; the files in ``folder`` are
+    then as before. Staging folders that killed writers left are removed first.
+    """
+    folder = Path(folder)
+    with _naming(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        _remove_orphans(folder, ".staging.")
+        staging = Path(tempfile.mkdtemp(prefix=f".staging.{_writer()}.", suffix=".tmp", dir=folder))
+    try:
+        for name, data in files.items():
+            with _naming(folder / name, f"; the previous files in {folder} were left unchanged"):
+                mode = _mode_for(folder / name)
+                _write(os.open(staging / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), data, mode)
+        for name in files:
+            with _naming(folder / name):
+                os.replace(staging / name, folder / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [folder / name for name in files]
 
 
 def check_writable(path, *, folder: bool = False) -> Path:

@@ -22,8 +22,8 @@ from numbers import Integral
 import torch
 
 from ..core.sde import T_MIN, VPSDE
-from ..core.flow import Model, kind_of, model_device_dtype
-from .common import Recorder, Trajectory, check_grid
+from ..core.flow import Model, check_finite, check_model, kind_of, model_device_dtype
+from .common import Recorder, Trajectory, check_grid, check_memory
 from .ddim import sample_ddim
 from .ddpm import sample_ddpm
 from .dpmpp import sample_dpmpp
@@ -101,7 +101,7 @@ def describe() -> str:
         lines.append(f"    steps = {STEPS[name]}")
         lines += [f"    {k} = {v!r}" + (f"  {allowed[k]}" if k in allowed else "")
                   for k, v in method_options(name).items()]
-    return "\n".join(lines + [f"grids: {', '.join(GRIDS)}, or an explicit tensor of decreasing times"])
+    return "\n".join(lines + [f"grids: {', '.join(GRIDS)}, or explicit decreasing times (a tensor or a list)"])
 
 
 def sample(eps_model, sde: VPSDE, shape, method: str, steps: int | None = None, *, grid="uniform",
@@ -111,31 +111,33 @@ def sample(eps_model, sde: VPSDE, shape, method: str, steps: int | None = None, 
     """Draw ``shape[0]`` samples by ``method`` from x_1 ~ N(0, I) at t = 1 (see ``METHODS``).
 
     Args:
-        eps_model: callable ``(x, t) -> eps``, t a float tensor [batch] in (0, 1]. An nn.Module
+        eps_model: an nn.Module or callable ``(x, t) -> eps``, t a float tensor [batch] in (0, 1]. An nn.Module
             fixes device and dtype; a plain function takes ``device`` (cpu) and ``dtype`` (float32).
             A latent model (kind "latent", ``core.flow.kind_of``: ``nets.latent.LatentDiffusion``, with ``shape``
             and ``to_data(u)``) is sampled in its latent space and its samples decoded (``SampleResult``).
         sde: the VPSDE the model was trained with.
         shape: (batch, *data_shape); for a latent model (batch, *eps_model.shape).
         method: a key of ``METHODS``; steps: its number of steps (None: ``STEPS[method]``).
-        grid: a key of ``GRIDS`` (with ``steps``), or the grid itself: a 1-D tensor of decreasing times
-            from t[0] <= 1 to its last time (0 for samplers that step onto the data, > 0 for the others).
+        grid: a key of ``GRIDS`` (with ``steps``), or the grid itself: a 1-D tensor (or a list or tuple) of
+            decreasing times from t[0] <= 1 to its last time (0 for samplers that step onto the data, > 0 for
+            the others).
         t_min: the model's smallest training time (None: ``T_MIN``; give a checkpoint's ``config.t_min``):
             where samplers with ``final_denoise`` stop and where log_snr/karras grids end.
         generator: seeds everything (prior, noise, Brownian motion).
-        x1: the prior draw at t[0] itself, of ``shape`` (None: drawn from ``generator``), e.g. the same
-            draws for several samplers and their reference solution.
+        x1: the prior draw at t[0] itself, finite, of ``shape`` (None: drawn from ``generator``), e.g. the
+            same draws for several samplers and their reference solution.
         return_trajectory: keep the intermediate states in ``result.trajectory``.
         options: the method's options (``method_options(method)``).
 
-    Runs under ``torch.no_grad()``; checks the model output's shape on every call and the
-    samples' finiteness once at the end.
+    Runs under ``torch.no_grad()``; refuses up front a request whose state would not fit in the device's
+    memory (``common.check_memory``); checks the model output's shape on every call and the samples'
+    finiteness once at the end.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     if not isinstance(sde, VPSDE):
         raise ValueError(f"sde must be a VPSDE (the one eps_model was trained with); got {type(sde).__name__}")
-
+    check_model("eps_model", eps_model)
     kind = kind_of(eps_model)
     if kind == "vae":
         raise ValueError(f"eps_model is a VAE: sample it with its own one decoder call, vae.sample(n, generator=...); "
@@ -150,17 +152,23 @@ def sample(eps_model, sde: VPSDE, shape, method: str, steps: int | None = None, 
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, Integral) or steps < 1):
         raise ValueError(f"steps must be a positive integer; got {steps!r}")
     onto_zero = steps_onto_zero(method)
+    if isinstance(grid, (list, tuple)):
+        try:
+            grid = torch.tensor(grid, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"grid given as a list must hold numbers (decreasing times); got {grid!r}") from None
     if isinstance(grid, torch.Tensor):
         if steps is not None or t_min is not None:
             raise ValueError("an explicit grid fixes the steps and the last time: give no steps or t_min")
         t = grid.detach().to("cpu", torch.float64)
         check_grid(t, end_above_zero=not onto_zero)
         name, t_min = "explicit", float(t[-1])
-    elif grid in GRIDS:
+    elif isinstance(grid, str) and grid in GRIDS:
         steps = STEPS[method] if steps is None else int(steps)
         (t, t_min), name = sampling_grid(sde, grid, steps, t_min, onto_zero), grid
     else:
-        raise ValueError(f"unknown grid {grid!r}; valid: {', '.join(GRIDS)}, or a 1-D tensor of decreasing times")
+        raise ValueError(f"unknown grid {grid!r}; valid: {', '.join(GRIDS)}, or decreasing times (a 1-D tensor "
+                         "or a list)")
     if not isinstance(shape, (tuple, list, torch.Size)) or len(shape) < 1 \
             or not all(isinstance(n, Integral) and n > 0 for n in shape):
         raise ValueError(f"shape must be (batch, *data_shape) of positive integers; got {shape!r}")
@@ -179,6 +187,9 @@ def sample(eps_model, sde: VPSDE, shape, method: str, steps: int | None = None, 
         got = (f"{x1.dtype} tensor of shape {tuple(x1.shape)} on {x1.device}" if isinstance(x1, torch.Tensor)
                else repr(x1))
         raise ValueError(f"x1 must be a {dtype} tensor of shape {shape} on {device}; got {got}")
+    if x1 is not None:
+        check_finite(x1, "x1")
+    check_memory(shape, dtype, device, eps_model.data_shape if latent else None)
     model = Model(eps_model, sde, device, dtype)
     record = Recorder() if return_trajectory else None
     with torch.no_grad():

@@ -1,8 +1,11 @@
-"""What every sampler shares: the trajectory recorder, the check of a grid, the one-step Gaussian transition
-q(x_t | x_s) and the coefficients moved to the model's device. The network's eps/x0 view (``Model``) and the
-final denoising step live in ``core.flow``, the checks of option values in ``core.checks``."""
+"""What every sampler shares: the trajectory recorder, the checks of a grid and of the memory a request needs,
+the one-step Gaussian transition q(x_t | x_s) and the coefficients moved to the model's device. The network's
+eps/x0 view (``Model``) and the final denoising step live in ``core.flow``, the checks of option values in
+``core.checks``."""
 from __future__ import annotations
 
+import math
+import os
 from typing import NamedTuple
 
 import torch
@@ -42,6 +45,29 @@ def check_grid(t, *, end_above_zero: bool = False) -> None:
     if end_above_zero and not t[-1] > 0:
         raise ValueError("this sampler's grid must end above t = 0 (eps / sigma is singular there); it ends at "
                          "t_min > 0 and final_denoise jumps to the data")
+
+
+WORKING_COPIES = 4  # tensors of the samples' size a sampler holds at once (x, eps, noise or history, the next x)
+
+
+def check_memory(shape, dtype: torch.dtype, device: torch.device, data_shape=None) -> None:
+    """Raise unless a sampler's state for ``shape`` fits in ``device``'s memory: ``WORKING_COPIES`` tensors of
+    ``shape`` and ``dtype``, plus the decoded samples [n, *data_shape] of a latent model, against the free
+    memory of a CUDA device (torch's cache included) or the CPU's physical memory; other devices pass. A
+    cheap guard against a request that cannot run; the network's activations come on top."""
+    numel = WORKING_COPIES * math.prod(shape) + (0 if data_shape is None else shape[0] * math.prod(data_shape))
+    need = numel * dtype.itemsize
+    if device.type == "cuda":
+        have = torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) \
+            - torch.cuda.memory_allocated(device)
+    elif device.type == "cpu":
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    else:
+        return
+    if need > have:
+        raise ValueError(f"shape {tuple(shape)} of {dtype} needs about {need / 1e9:,.1f} GB of sampler state but "
+                         f"{device} has {have / 1e9:,.1f} GB: ask for fewer samples (a smaller n) or shard them "
+                         "over several calls, each with its own generator")
 
 
 def transition(sde: VPSDE, t: torch.Tensor, s: torch.Tensor):

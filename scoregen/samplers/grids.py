@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 
-from ..runtime.outputs import write_atomic
+from ..core.checks import check_t_min
 from ..core.sde import T_MIN, VPSDE
+from ..runtime.outputs import write_atomic
 from .common import check_grid
 
 RHO = 7.0
@@ -81,8 +82,7 @@ def sampling_grid(sde: VPSDE, grid: str, steps: int, t_min: float | None,
     data. Else (samplers with ``final_denoise``): ``time_grid`` from 1 to t_min.
     """
     t_min = T_MIN if t_min is None else t_min
-    if isinstance(t_min, bool) or not isinstance(t_min, Real) or not 0 < t_min < 1:
-        raise ValueError(f"t_min must be a number in (0.0, 1.0); got {t_min!r}")
+    check_t_min(t_min)
     t = time_grid(sde, grid, steps, 0.0 if onto_zero and grid in GRIDS_FROM_ZERO else t_min)
     if onto_zero:
         t[-1] = 0.0

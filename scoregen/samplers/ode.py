@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from torchdiffeq import odeint
 
-from ..core.checks import check_choice, check_range
+from ..core.checks import check_choice, check_tolerances
 from ..core.flow import ADAPTIVE, FIXED, Model, ProbabilityFlow, check_state, final_step
 from .common import Recorder, check_grid
 
@@ -75,8 +75,7 @@ def sample_ode(model: Model, x: torch.Tensor, t: torch.Tensor, *, solver: Solver
     check_choice("final_denoise", final_denoise, (True, False))
     if solver in ADAPTIVE:
         rtol, atol = (TOL if tol is None else tol for tol in (rtol, atol))
-        check_range("rtol", rtol, 0.0, 1.0)
-        check_range("atol", atol, 0.0, 1.0)
+        check_tolerances(rtol=rtol, atol=atol)
     elif rtol is not None or atol is not None:
         raise ValueError(f"rtol/atol apply to adaptive solvers {ADAPTIVE}, not {solver!r}")
     x = odeint_pf(model, x, t, solver=solver, variable=variable, rtol=rtol, atol=atol, record=record)

@@ -30,8 +30,8 @@ of the held-out split (training items, or fresh draws for synthetic data): the b
 NFE is counted, not assumed: adaptive solvers report what they used. Wall time is sampling alone. A latent
 diffusion model (kind "latent", ``nets.latent``) is sampled on its latents and decoded: its rows add
 ``decoder_calls`` (1, not NFE), its ``ode_err`` is measured on the decoded samples, and its own VAE is the
-VAE row unless another is given (``zoo.vae_of``). The output folder is checked to be writable before any
-work, and written only after every row is measured (``report``).
+VAE row unless another is given (``zoo.vae_of``). The output folder and the cache are checked to be writable
+folders before any work, and the output written only after every row is measured (``report``).
 """
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ def compare(settings: CompareSettings) -> list[dict] | None:
     """
     s = settings
     plan.check(s, SWEEPS)
+    cache_dir = outputs.check_writable(runtime_cache_dir(s.cache_dir), folder=True)
     dataset_options = with_data_path(s.dataset_options, s.data_path)
     grid = resolve_grid(s.grid)
     device = resolve_device(s.device)
@@ -77,18 +78,16 @@ def compare(settings: CompareSettings) -> list[dict] | None:
                   foreign=given is not None and given.info.config is None)
     p = plan.plan(s, facts, SWEEPS)
     out = outputs.check_writable(p.out, folder=True)
-    cache_dir = runtime_cache_dir(s.cache_dir)
     main = distributed.is_main()
     inception = None if s.inception_path is None or not main else InceptionFeatures(s.inception_path, device=device)
 
-    with run.num_threads(s.threads):
-        started = time.perf_counter()
-        models = _models(p, data, dataset, dataset_options, given, s, device, cache_dir)
-        results = run.run(p, models, data, s, grid=grid, device=device, dataset_options=dataset_options,
-                          cache_dir=cache_dir, inception=inception, started=started)
-        if results is None:  # a rank other than 0
-            return None
-        report.report(results, out, grid_nfe=s.grid_nfe, progress=s.progress and main)
+    started = time.perf_counter()
+    models = _models(p, data, dataset, dataset_options, given, s, device, cache_dir)
+    results = run.run(p, models, data, s, grid=grid, device=device, dataset_options=dataset_options,
+                      cache_dir=cache_dir, inception=inception, started=started)
+    if results is None:  # a rank other than 0
+        return None
+    report.report(results, out, grid_nfe=s.grid_nfe, progress=s.progress and main)
     return results.summary["rows"]
 
 

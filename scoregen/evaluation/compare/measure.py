@@ -12,12 +12,12 @@ from ..metrics import (attribute_tv, frechet_distance, half_sampling_std, image_
                        sample_metrics)
 
 
-def extractor_for(data, *, inception, cache_dir, device):
+def extractor_for(data, *, inception, cache_dir, device, progress: bool):
     """The feature network images are measured in: ``inception`` (``features.InceptionFeatures``) given the
     data's held-out split as its reference, else the data set's ``FeatureNet`` (trained once into
-    ``cache_dir/features``); its note goes to stderr."""
+    ``cache_dir/features``, with a bar of its training when ``progress``); its note goes to stderr."""
     extractor = inception.with_reference(data) if inception else \
-        FeatureNet.for_dataset(data, cache_dir=cache_dir / "features", device=device)
+        FeatureNet.for_dataset(data, cache_dir=cache_dir / "features", device=device, progress=progress)
     print(features_note(extractor.info, data.name), file=sys.stderr)
     return extractor
 

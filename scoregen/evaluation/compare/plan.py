@@ -103,7 +103,7 @@ def check(s: CompareSettings, sweeps: dict = SWEEPS) -> None:
     if not isinstance(s.dataset, str):
         raise ValueError(f"dataset must be a data set name; got {s.dataset!r}")
     check_samplers(s.samplers, sweeps)
-    for name, value, low in (("n", s.n, 2), ("batch_size", s.batch_size, 2), ("threads", s.threads, 1)):
+    for name, value, low in (("n", s.n, 2), ("batch_size", s.batch_size, 2)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
             raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
     compute_dtype(s.dtype)

@@ -1,7 +1,9 @@
 """A run's results as files: ``compare.json``, ``compare.csv``, ``compare.md``, ``quality_vs_nfe.png`` and
-``samples_<sampler>.png`` (rendered by ``runtime.outputs``), each written whole (``outputs.write_atomic``) once
-every row is measured; sample pictures of samplers that an earlier run into the same folder had, but this one
-has not, are removed, so the folder holds one run."""
+``samples_<sampler>.png`` (rendered by ``runtime.outputs``), written once every row is measured, all of them or
+none (``outputs.write_together``: a full disk leaves the previous run's files as they were), ``compare.json``
+last. ``compare.json`` lists the files of its run (``files``); of the files an earlier run into the same folder
+listed, those this run has not written (pictures of samplers it has not run) are removed, so the folder holds one
+run. No other file is touched: a picture of the user's own, named ``samples_*.png`` too, stays."""
 from __future__ import annotations
 
 import json
@@ -37,21 +39,30 @@ def report(results: Results, out: Path, *, grid_nfe: float = 100, progress: bool
         "" if results.features_note is None else f" {results.features_note}.")
     plot = outputs.quality_plot(table, title, sum(PLOTTED.values(), ()), LOG_SCALE,
                                 stars=[label for label, sweep in SWEEPS.items() if sweep.kind == "vae" or sweep.grid])
-    files = {"compare.json": json.dumps(summary, indent=2).encode() + b"\n",
-             "compare.csv": outputs.csv_table(table, METRICS),
+    files = {"compare.csv": outputs.csv_table(table, METRICS),
              "compare.md": f"# {title}\n\n{note}\n\n{markdown_table(table)}".encode(), "quality_vs_nfe.png": plot}
     rows = table[1:]  # the sweep's rows, in the order of results.samples (the data floor has no samples)
     for label in dict.fromkeys(r["sampler"] for r in rows):
         best = min((i for i, r in enumerate(rows) if r["sampler"] == label),
                    key=lambda i: abs(math.log(rows[i]["nfe"] / grid_nfe)))
         files[f"samples_{label}.png"] = outputs.sample_png(results.samples[best])
-    out.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        outputs.write_atomic(out / name, content)
-    for stale in set(out.glob("samples_*.png")) - {out / name for name in files}:  # an earlier run's samplers
-        stale.unlink()
+    files["compare.json"] = json.dumps({**summary, "files": [*files, "compare.json"]}, indent=2).encode() + b"\n"
+    stale = set(_files_of_previous_run(out)) - set(files)
+    outputs.write_together(out, files)
+    for name in stale:
+        (out / name).unlink(missing_ok=True)
     if progress:
         print(f"wrote {', '.join(files)} to {out} ({summary['wall_s_total']:.0f} s)", file=sys.stderr)
+
+
+def _files_of_previous_run(out: Path) -> list[str]:
+    """The file names the ``compare.json`` in ``out`` lists (``files``); none if it is missing, unreadable or has no
+    such list."""
+    try:
+        files = json.loads((out / "compare.json").read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [f for f in files if isinstance(f, str) and f == Path(f).name] if isinstance(files, list) else []
 
 
 __all__ = ["METRICS", "markdown_table", "report"]

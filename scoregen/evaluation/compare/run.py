@@ -9,7 +9,6 @@ once. What comes back is plain data (``Results``), which ``report`` renders.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,17 +35,6 @@ class Results:
     summary: dict
     samples: list[torch.Tensor]
     features_note: str | None = None
-
-
-@contextmanager
-def num_threads(threads: int | None):
-    """torch's intra-op CPU threads set to ``threads`` (None: unchanged) for the block."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads or saved)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
 
 
 def _row_grid(row: Row, grid, loaded: LoadedModel, cache_dir: Path, progress: bool):
@@ -146,7 +134,7 @@ def run(plan: Plan, models: dict, data, settings: CompareSettings, *, grid, devi
     started = time.perf_counter() if started is None else started
     main, progress = distributed.is_main(), s.progress and distributed.is_main()
     chunk = s.batch_size or distributed.CHUNK
-    extractor = extractor_for(data, inception=inception, cache_dir=cache_dir, device=device) \
+    extractor = extractor_for(data, inception=inception, cache_dir=cache_dir, device=device, progress=progress) \
         if data.is_image and main else None
     with distributed.main_first():  # rank 0 tunes the grids into the cache, the others read them
         grids = [_row_grid(row, grid, models["eps"], cache_dir, progress) if row.sweep.kind == "eps" else "uniform"
@@ -175,4 +163,4 @@ def _model_facts(info: ModelInfo) -> dict:
     return dict(format=info.format, t_min=info.t_min, **info.details)
 
 
-__all__ = ["FLOOR", "Results", "num_threads", "run"]
+__all__ = ["FLOOR", "Results", "run"]

@@ -17,6 +17,11 @@ DEFAULT_N = {"image": 500, "vector": 2000}  # samples per row; --quick: a fifth
 CHECKPOINTS = {"eps": "checkpoint (--checkpoint)", "vae": "vae_checkpoint (--vae-checkpoint)"}  # each kind's setting
 
 
+def _numbers(text: str, flag: str) -> list:
+    """``"10,1e-3"`` -> [10, 0.001]; an error names ``flag``."""
+    return [number(x, flag) for x in text.split(",")]
+
+
 def parse_steps(values: list[str] | None):
     """``--steps`` values: ``["10,20"]`` -> [10, 20] (every fixed-step sampler), ``["ddim=10,20", "ode-dopri5=1e-3"]``
     -> a dict sampler -> values; None -> None."""
@@ -24,16 +29,16 @@ def parse_steps(values: list[str] | None):
         return None
     per = [v.partition("=") for v in values]
     if all(sep for _, sep, _ in per):
-        return {k: [number(x, f"--steps {k}") for x in v.split(",")] for k, _, v in per}
+        return {k: _numbers(v, f"--steps {k}") for k, _, v in per}
     if len(values) == 1:
-        return [number(x, "--steps") for x in values[0].split(",")]
+        return _numbers(values[0], "--steps")
     raise ValueError("give --steps once as N,N,... (every fixed-step sampler) or as SAMPLER=N,N,... (repeatable)")
 
 
 def _tols(values: list[str]):
-    """``--tols``: the last one given (a plain flag), read as ``parse_steps`` reads one list; "" -> None. Read
-    after the command line is parsed, so that a bad number is the command's own one-line error."""
-    return parse_steps(values[-1:]) if values[-1] else None
+    """``--tols``: the last one given (a plain flag), comma-separated numbers; "" -> None. Read after the command
+    line is parsed, so that a bad number is the command's own one-line error."""
+    return _numbers(values[-1], "--tols") if values[-1] else None
 
 
 def _names(text: str):
@@ -95,7 +100,6 @@ class CompareSettings:
     batch_size: int | None = setting(CHUNK, "samples per sampler call, each seeded from --seed and its index: the "
                                             "unit that torchrun's processes share")
     cache_dir: Path | str | None = setting(None, "model cache (default: ~/.cache/scoregen)")
-    threads: int | None = setting(None, "torch CPU threads (default: torch's; 1 is fastest on a busy machine)")
     inception_path: Path | str | None = setting(None, "Inception weights on disk (TorchScript "
                                                       "inception-2015-12-05.pt or a torchvision state dict): "
                                                       "standard FID/KID")

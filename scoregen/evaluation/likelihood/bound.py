@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from ...core.checks import check_choice, check_sizes
 from ...core.flow import Model, Variance
@@ -45,9 +46,9 @@ def _bound_grid(steps: int, grid) -> torch.Tensor:
     return grid
 
 
-def _pair_terms(model: Model, sde: VPSDE, x, j, i, grid, term, batch_size, generator) -> torch.Tensor:
+def _pair_terms(model: Model, sde: VPSDE, x, j, i, grid, term, batch_size, generator, bar) -> torch.Tensor:
     """``term(x_0, x_t, noise, eps_hat, i)`` for the pairs (sample j, step i), ``x_t = alpha x_0 + sigma noise``
-    at ``t = grid[i]``, ``batch_size`` pairs per model call; [pairs]."""
+    at ``t = grid[i]``, ``batch_size`` pairs per model call, counted on the tqdm ``bar``; [pairs]."""
     out = []
     for start in range(0, j.numel(), batch_size):
         jc, ic = j[start:start + batch_size], i[start:start + batch_size]
@@ -55,13 +56,15 @@ def _pair_terms(model: Model, sde: VPSDE, x, j, i, grid, term, batch_size, gener
         noise = torch.randn(x0.shape, generator=generator, device=x.device, dtype=x.dtype)
         x_t = sde.perturb(x0, t, noise)
         out.append(term(x0, x_t, noise, model.eps(x_t, t), ic))
+        bar.update(jc.numel())
     return torch.cat(out)
 
 
 @torch.no_grad()
 def ddpm_bound(eps_model, sde: VPSDE, x: torch.Tensor, *, levels: int | None = None, steps: int = 1000,
                grid=None, variance: Variance = "posterior", sample_steps: int | None = None, proposal=None,
-               batch_size: int = 4096, generator: torch.Generator | None = None, device=None) -> VariationalBound:
+               batch_size: int = 4096, generator: torch.Generator | None = None, device=None,
+               progress: bool = False) -> VariationalBound:
     """The DDPM variational bound (Ho et al. 2020, eq. 5) on a grid ``0 = t_0 < ... < t_K = 1``:
 
         -log P(x_0) <= KL(q(x_{t_K} | x_0) || N(0, I))
@@ -87,6 +90,7 @@ def ddpm_bound(eps_model, sde: VPSDE, x: torch.Tensor, *, levels: int | None = N
             ``levels=None`` gets a ``QuantizedDataWarning`` (the bound would use a density decoder).
         steps, grid: K of the uniform grid, or the grid itself (any order, holding 0 and 1).
         batch_size: (sample, step) pairs per model call.
+        progress: a tqdm bar of the (sample, step) pairs.
     """
     check_levels(levels)
     check_sizes(batch_size=batch_size)
@@ -124,21 +128,22 @@ def ddpm_bound(eps_model, sde: VPSDE, x: torch.Tensor, *, levels: int | None = N
     def kl_term(x0, x_t, noise, eps_hat, i):
         return coef_m[i - 2] * ((eps_hat - noise) ** 2).flatten(1).sum(1)
 
-    arange = torch.arange(n, device=device)
-    decoder = _pair_terms(model, sde, x, arange, torch.ones_like(arange), grid_m, decoder_term,
-                          batch_size, generator)
-    if sample_steps is None:
-        s, step, weight = k - 1, torch.arange(2, k + 1, device=device).repeat(n), 1.0
-    else:
-        s = int(sample_steps)
+    arange, s = torch.arange(n, device=device), k - 1 if sample_steps is None else int(sample_steps)
+    if sample_steps is not None:
         pi = coef if proposal is None else torch.as_tensor(proposal, dtype=torch.float64).flatten()
         if pi.numel() != k - 1 or not bool((pi > 0).all()):
             raise ValueError(f"proposal must hold K - 1 = {k - 1} positive weights (steps 2..K); got {pi.numel()}")
         pi = (pi / pi.sum()).to(**as_model)
-        step = 2 + torch.multinomial(pi, n * s, replacement=True, generator=generator)
-        weight = (1 / pi[step - 2]).view(n, s)
-    terms = weight * _pair_terms(model, sde, x, arange.repeat_interleave(s), step, grid_m, kl_term,
-                                 batch_size, generator).view(n, s)
+    with tqdm(total=n * (s + 1), desc="DDPM bound", unit="pair", leave=False, disable=not progress) as bar:
+        decoder = _pair_terms(model, sde, x, arange, torch.ones_like(arange), grid_m, decoder_term,
+                              batch_size, generator, bar)
+        if sample_steps is None:
+            step, weight = torch.arange(2, k + 1, device=device).repeat(n), 1.0
+        else:
+            step = 2 + torch.multinomial(pi, n * s, replacement=True, generator=generator)
+            weight = (1 / pi[step - 2]).view(n, s)
+        terms = weight * _pair_terms(model, sde, x, arange.repeat_interleave(s), step, grid_m, kl_term,
+                                     batch_size, generator, bar).view(n, s)
     if sample_steps is None:
         diffusion, se = terms.sum(1), torch.zeros(n, **as_model)
     else:

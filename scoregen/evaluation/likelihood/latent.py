@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ...core.flow import check_model, check_state, kind_of
 from ...core.sde import T_MIN, VPSDE
 from .bpd import bits_per_dim
-from .pf_ode import log_likelihood
+from .pf_ode import _check_options, log_likelihood
 
 
 @dataclass
@@ -28,7 +29,7 @@ class LatentBound:
 def latent_elbo(vae, prior_eps_model, sde: VPSDE, x: torch.Tensor, *, k: int = 1, shift=None, scale=None,
                 divergence: str = "exact", probes: int = 1, probe: str = "rademacher", solver: str = "dopri5",
                 rtol: float = 1e-5, atol: float = 1e-5, t_min: float = T_MIN, chunk: int = 64,
-                generator: torch.Generator | None = None) -> LatentBound:
+                generator: torch.Generator | None = None, progress: bool = False) -> LatentBound:
     """The bound of a VAE whose prior on z is a diffusion model (Vahdat, Kreis & Kautz 2021, LSGM, eq. 2), in
     its importance-weighted form (Burda et al. 2016; k = 1 is the ELBO):
 
@@ -45,7 +46,7 @@ def latent_elbo(vae, prior_eps_model, sde: VPSDE, x: torch.Tensor, *, k: int = 1
     Args:
         vae: a ``nets.vae.VAE``; its ``iwae`` draws z and weighs them (``log_prior`` replaces N(0, I)).
         prior_eps_model: the eps-network on u, e.g. a ``nets.LatentDiffusion``, trained with ``sde``.
-        x: data [n, *vae.shape].
+        x: data [n, *vae.shape], finite floats.
         k: draws of z per point.
         shift, scale: the standardisation ``z = shift + scale u`` (tensors [z_dim] or floats); by default
             ``prior_eps_model``'s ``shift`` and ``scale`` buffers (a ``LatentDiffusion``), else 0 and 1.
@@ -53,7 +54,15 @@ def latent_elbo(vae, prior_eps_model, sde: VPSDE, x: torch.Tensor, *, k: int = 1
             backward passes per call) gives a bound; Hutchinson an unbiased estimate of the ELBO (k = 1) but,
             for k > 1, the noise inside the log-mean-exp biases the estimate upward: no longer a bound.
         chunk: draws per point decoded and solved together.
+        progress: a tqdm bar of each PF-ODE solve (``log_likelihood``'s).
     """
+    if kind_of(vae) != "vae":
+        raise ValueError(f"vae must be a VAE (nets.vae.VAE); got {type(vae).__name__}")
+    check_model("prior_eps_model", prior_eps_model)
+    _check_options(divergence, probes, probe, solver, rtol, atol, t_min)
+    check_state(x)
+    if tuple(x.shape[1:]) != vae.shape:
+        raise ValueError(f"x has shape {tuple(x.shape)} but the VAE takes shape [n, {', '.join(map(str, vae.shape))}]")
     shift = getattr(prior_eps_model, "shift", 0.0) if shift is None else shift
     scale = getattr(prior_eps_model, "scale", 1.0) if scale is None else scale
     shift, scale = (torch.as_tensor(v, dtype=x.dtype, device=x.device).expand(vae.z_dim) for v in (shift, scale))
@@ -63,7 +72,8 @@ def latent_elbo(vae, prior_eps_model, sde: VPSDE, x: torch.Tensor, *, k: int = 1
 
     def log_prior(z: torch.Tensor) -> torch.Tensor:
         res = log_likelihood(prior_eps_model, sde, (z - shift) / scale, divergence=divergence, probes=probes,
-                             probe=probe, solver=solver, rtol=rtol, atol=atol, t_min=t_min, generator=generator)
+                             probe=probe, solver=solver, rtol=rtol, atol=atol, t_min=t_min, generator=generator,
+                             progress=progress)
         nfe.append(res.nfe * z.shape[0] / x.shape[0])                  # calls x draws per point of this chunk
         return res.logp.to(z) - log_det
 

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import torch
 from torchdiffeq import odeint
+from tqdm.auto import tqdm
 
-from ...core.checks import check_choice
-from ...core.flow import ADAPTIVE, Model, ProbabilityFlow, check_state, model_device_dtype
+from ...core.checks import check_choice, check_sizes, check_t_min, check_tolerances
+from ...core.flow import ADAPTIVE, FIXED, Model, ProbabilityFlow, check_model, check_state, model_device_dtype
 from ...core.quantization import warn_if_quantized
 from ...core.sde import T_MIN, VPSDE
 
@@ -19,6 +20,7 @@ PROBES = ("rademacher", "gaussian")
 def _counted_model(eps_model, sde: VPSDE, x: torch.Tensor, device) -> tuple[Model, torch.Tensor]:
     """The counted network and x on its device and dtype: an nn.Module fixes them, a plain function
     runs on ``device`` (default x's) in x's dtype. x must be a non-empty, finite float tensor [n, ...]."""
+    check_model("eps_model", eps_model)
     check_state(x)
     module = isinstance(eps_model, torch.nn.Module)
     device, dtype = model_device_dtype(eps_model, device if device is not None or module else x.device,
@@ -50,6 +52,17 @@ def _hutchinson_divergence(drift: torch.Tensor, x: torch.Tensor, v: torch.Tensor
                         for v_k in v])
 
 
+def _check_options(divergence: str, probes: int, probe: str, solver: str, rtol: float, atol: float,
+                   t_min: float) -> None:
+    """Raise unless ``log_likelihood``'s options are valid (also checked by ``latent_elbo`` at its entry)."""
+    check_choice("divergence", divergence, DIVERGENCES)
+    check_choice("probe", probe, PROBES)
+    check_sizes(probes=probes)
+    check_choice("solver", solver, FIXED + ADAPTIVE)
+    check_tolerances(rtol=rtol, atol=atol)
+    check_t_min(t_min)
+
+
 @dataclass
 class LikelihoodResult:
     """PF-ODE log-likelihood of a batch; all tensors per sample on the model's device, in nats."""
@@ -65,7 +78,7 @@ class LikelihoodResult:
 def log_likelihood(eps_model, sde: VPSDE, x: torch.Tensor, *, divergence: str = "exact", probes: int = 1,
                    probe: str = "rademacher", solver: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
                    t_min: float = T_MIN, options: dict | None = None, generator: torch.Generator | None = None,
-                   device=None) -> LikelihoodResult:
+                   device=None, progress: bool = False) -> LikelihoodResult:
     """``log p(x)`` by the instantaneous change of variables along the PF-ODE (Song et al. 2021, eq. 39;
     Chen et al. 2018): ``log p_{t_min}(x) = log N(x_1; 0, I) + int_{t_min}^1 div(f - g^2 score / 2) dt``.
 
@@ -80,24 +93,21 @@ def log_likelihood(eps_model, sde: VPSDE, x: torch.Tensor, *, divergence: str = 
     schedule: up to 0.02 nats on the oracle).
 
     Args:
-        eps_model: ``(x, t) -> eps``, t a float tensor [batch]; samples must not interact (no batch norm).
+        eps_model: a torch module or callable ``(x, t) -> eps``, t a float tensor [batch]; samples must not
+            interact (no batch norm).
         sde: the VPSDE the model was trained with.
         x: data [n, ...], finite floats; a density is returned, so dequantise quantised data first
             (``dequantize``): x on a quantisation grid gets a ``QuantizedDataWarning``.
         divergence: ``"exact"`` (D backward passes per call, small D) or ``"hutchinson"`` (``probes``).
         probes, probe: number and kind (``"rademacher"`` or ``"gaussian"``) of Hutchinson probes, drawn
             once from ``generator`` and fixed over the solve; ``logp_probes`` keeps one estimate per probe.
-        solver, rtol, atol, options: passed to ``odeint``; adaptive solvers sync with the host every step,
-            and check each network output and divergence for NaN/inf as they go.
+        solver, rtol, atol, options: passed to ``odeint`` (rtol and atol in (0, 1)); adaptive solvers sync
+            with the host every step, and check each network output and divergence for NaN/inf as they go.
         device: where a plain-function ``eps_model`` runs (default x's device); an ``nn.Module`` runs on
             its parameters' device and dtype.
+        progress: a tqdm bar of the solve's time t from t_min to 1 (a host sync per network call).
     """
-    check_choice("divergence", divergence, DIVERGENCES)
-    check_choice("probe", probe, PROBES)
-    if int(probes) != probes or probes < 1:
-        raise ValueError(f"probes must be a positive integer; got {probes!r}")
-    if not 0 < t_min < 1:
-        raise ValueError(f"t_min must be in (0, 1); got {t_min!r}")
+    _check_options(divergence, probes, probe, solver, rtol, atol, t_min)
     model, x = _counted_model(eps_model, sde, x, device)
     warn_if_quantized(x, "log_likelihood returns a density, which needs dequantised data; use "
                          "dequantize(x, {levels}) and bits_per_dim(logp, D, levels={levels}), or "
@@ -119,13 +129,17 @@ def log_likelihood(eps_model, sde: VPSDE, x: torch.Tensor, *, divergence: str = 
         if adaptive and not bool(torch.isfinite(div).all()):     # else torchdiffeq asserts "underflow in dt"
             raise ValueError(f"the divergence of the PF-ODE drift is non-finite at t={float(t):.4g}: "
                              "eps_model's gradient with respect to x is NaN/inf there")
+        if not bar.disable:
+            bar.update(max(0.0, float(t) - bar.n))
+            bar.set_postfix(nfe=model.nfe, refresh=False)
         return drift.detach(), div.detach()
 
     ts = torch.tensor([t_min, 1.0], device=device, dtype=dtype)
     if adaptive:  # step onto t = 1, not past it: the network has never seen t > 1
         options = {"step_t": ts[1:], **(options or {})}
     delta0 = x.new_zeros(1 if v is None else v.shape[0], x.shape[0])
-    with torch.no_grad():
+    with torch.no_grad(), tqdm(total=1.0, initial=t_min, desc="PF-ODE likelihood", leave=False, disable=not progress,
+                               bar_format="{desc}: {percentage:3.0f}%|{bar}| t={n:.3f} [{elapsed}{postfix}]") as bar:
         xs, deltas = odeint(rhs, (x, delta0), ts, rtol=rtol, atol=atol, method=solver, options=options)
     x1, delta = xs[-1], deltas[-1]
     prior = sde.prior_logp(x1)

@@ -18,15 +18,16 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
-from ...core.checks import check_choice, check_sizes
+from ...core.checks import check_choice, check_sizes, check_tolerances
 from ...core.sde import T_MIN, VPSDE
-from ...core.settings import count, data_path_setting, dataset_options_setting, device_setting, setting
+from ...core.settings import (count, data_path_setting, dataset_options_setting, device_setting, progress_setting,
+                              setting)
 from ...data import load_dataset, with_data_path
 from ...models.loading import load_checked
 from ...runtime import distributed
@@ -47,7 +48,8 @@ def _paths(items) -> list[Path]:
 class LikelihoodSettings:
     """What ``table`` computes: the models, the held-out data, the estimators' settings and where the rows go.
     Each field is a flag of ``scoregen likelihood`` (its help below), but ``rtol`` and ``atol``, the PF-ODE
-    solves' tolerances (Python only). ``ckpt``: a path or a list of up to two (one eps-network, one latent
+    solves' tolerances in (0, 1) (Python only). ``progress``: tqdm bars of the chunks and of each estimator's
+    solves, on stderr (rank 0). ``ckpt``: a path or a list of up to two (one eps-network, one latent
     diffusion model); ``dataset_options``: the loader's options, ``data_path`` its ``path``."""
     ckpt: list | None = setting(
         None, "eps-network: a checkpoint (e.g. scoregen/checkpoints/digits.pt) or a diffusers folder; or a latent "
@@ -76,12 +78,14 @@ class LikelihoodSettings:
     seed: int = setting(0)
     device: str | None = device_setting()
     out: Path | None = setting(None, "write the rows as JSON here")
+    progress: bool = progress_setting()
     rtol: float = setting(1e-5, cli=False)
     atol: float = setting(1e-5, cli=False)
 
     def __post_init__(self):
         check_sizes(batch_size=self.batch_size, iwae_k=self.iwae_k, prior_k=self.prior_k)
         check_choice("prior_divergence", self.prior_divergence, DIVERGENCES)
+        check_tolerances(rtol=self.rtol, atol=self.atol)
 
 
 # the settings of the estimators (likelihood_table's keywords); the others say which models and data
@@ -108,7 +112,7 @@ def diffusion_points(x: torch.Tensor, model: Diffusion, settings: LikelihoodSett
     for xb in x.split(s.batch_size):
         xb = xb if levels is None else dequantize(xb, levels, generator=generator)
         res = log_likelihood(model.net, model.sde, xb, divergence=s.divergence, probes=s.probes, t_min=model.t_min,
-                             rtol=s.rtol, atol=s.atol, generator=generator)
+                             rtol=s.rtol, atol=s.atol, generator=generator, progress=s.progress)
         logp.append(res.logp_probes if res.logp_probes is not None else res.logp[None])
         nfe.append(res.nfe)
     how = "exact div." if s.divergence == "exact" else f"Hutchinson x{s.probes}"
@@ -117,7 +121,7 @@ def diffusion_points(x: torch.Tensor, model: Diffusion, settings: LikelihoodSett
                   nfe=sum(nfe) / len(nfe), seconds=time.perf_counter() - start)]
     start = time.perf_counter()
     res = ddpm_bound(model.net, model.sde, x, levels=levels, steps=s.bound_steps, sample_steps=s.sample_steps,
-                     batch_size=s.batch_size, generator=generator)
+                     batch_size=s.batch_size, generator=generator, progress=s.progress)
     steps = f"K={s.bound_steps}" + ("" if s.sample_steps is None else f", {s.sample_steps} sampled")
     parts.append(dict(model="diffusion", quantity=f"DDPM bound ({steps})", kind="bound", bpd=res.bpd.cpu(),
                       nfe=res.nfe, seconds=time.perf_counter() - start))
@@ -156,7 +160,7 @@ def latent_points(x: torch.Tensor, model: Diffusion, settings: LikelihoodSetting
             xb = xb.to(latent.shift.device)
             xb = xb if deq is None else dequantize(xb, deq, generator=generator)
             res = latent_elbo(latent.vae, latent, model.sde, xb, k=k, divergence=s.prior_divergence, rtol=s.rtol,
-                              atol=s.atol, t_min=model.t_min, generator=generator)
+                              atol=s.atol, t_min=model.t_min, generator=generator, progress=s.progress)
             logp.append(res.logp)
             nfe.append(res.nfe * xb.shape[0])
         parts.append(dict(model="VAE + diffusion prior", quantity=f"{quantity}, PF-ODE prior ({how})",
@@ -210,11 +214,12 @@ def table(settings: LikelihoodSettings) -> list[dict] | None:
     diffusion = None if eps is None else Diffusion(eps.model, eps.sde, eps.info.t_min if s.t_min is None else s.t_min)
     prior = None if latent is None else Diffusion(latent.model, latent.sde, latent.info.t_min)
     first = (eps or latent).model if eps or latent else vae
-    x = data.test[:s.n]
+    x, s = data.test[:s.n], replace(s, progress=s.progress and distributed.is_main())
     parts = distributed.map_chunks(
         lambda start, size, g: _points(x[start:start + size], s, g, levels=data.levels, diffusion=diffusion, vae=vae,
                                        latent=prior),
-        x.shape[0], s.batch_size, seed=s.seed, device=next(first.parameters()).device, what="likelihoods")
+        x.shape[0], s.batch_size, seed=s.seed, device=next(first.parameters()).device, what="likelihoods",
+        progress=s.progress)
     if parts is None:  # a rank other than 0 of a torchrun
         return None
     rows = likelihood_rows(parts)
@@ -226,7 +231,7 @@ def table(settings: LikelihoodSettings) -> list[dict] | None:
 def likelihood_table(x: torch.Tensor, *, levels: int | None = None, eps_model=None, sde: VPSDE | None = None,
                      vae=None, latent=None, latent_sde: VPSDE | None = None, t_min: float = T_MIN,
                      latent_t_min: float = T_MIN, generator: torch.Generator | None = None, device=None,
-                     **settings) -> list[dict]:
+                     progress: bool = False, **settings) -> list[dict]:
     """Bits/dim of held-out data ``x`` under every model given, in memory, one convention (``bpd``):
 
     - ``eps_model`` and ``sde``: the PF-ODE likelihood from ``t_min`` and the DDPM bound (``diffusion_points``);
@@ -235,9 +240,10 @@ def likelihood_table(x: torch.Tensor, *, levels: int | None = None, eps_model=No
       ``latent_t_min`` (``latent_points``).
 
     ``levels``: the data's quantisation levels (None: continuous data); ``device``: where a plain-function
-    ``eps_model`` runs (default x's); ``settings``: the estimators' settings, ``LikelihoodSettings`` fields
-    (``ESTIMATION``: divergence, probes, rtol, atol, bound_steps, sample_steps, iwae_k, prior_k, prior_divergence,
-    batch_size, the points per ODE solve and VAE call and the (point, step) pairs per call of the DDPM bound).
+    ``eps_model`` runs (default x's); ``progress``: tqdm bars of the estimators' solves; ``settings``: the
+    estimators' settings, ``LikelihoodSettings`` fields (``ESTIMATION``: divergence, probes, rtol, atol,
+    bound_steps, sample_steps, iwae_k, prior_k, prior_divergence, batch_size, the points per ODE solve and VAE
+    call and the (point, step) pairs per call of the DDPM bound).
 
     Returns rows ``{model, quantity, kind ("exact" | "bound"), bpd (mean over points), se (its standard error
     over the points), se_probes (over Hutchinson probes, when probes > 1), nfe (network forward calls per
@@ -247,7 +253,7 @@ def likelihood_table(x: torch.Tensor, *, levels: int | None = None, eps_model=No
     if other:
         raise TypeError(f"likelihood_table takes the estimators' settings ({', '.join(ESTIMATION)}); got "
                         f"{', '.join(other)}")
-    s = LikelihoodSettings(**settings)
+    s = LikelihoodSettings(**settings, progress=progress)
     if eps_model is None and vae is None and latent is None:
         raise ValueError("likelihood_table needs a model: eps_model (with sde), vae or latent (with latent_sde)")
     if eps_model is not None and sde is None:

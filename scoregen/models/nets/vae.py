@@ -28,6 +28,7 @@ import math
 import torch
 from torch import nn
 
+from ...core.checks import check_sizes
 from ...core.quantization import check_levels, check_on_grid, level_index, quantize, warn_if_quantized
 
 MIN_LOG_SCALE = -7.0  # decoder log-std floor (PixelCNN++'s), keeps a learned scale from collapsing
@@ -182,7 +183,8 @@ class VAE(nn.Module):
         fixed scale s = 0.71, would bury the image). ``mean=False`` draws from ``p(x | z)``, quantised to
         the grid for a discretised decoder: a sample of the model whose likelihood is reported.
         """
-        z = torch.randn(int(n), self.z_dim, generator=generator, device=self.log_scale.device,
+        check_sizes(n=n)
+        z = torch.randn(n, self.z_dim, generator=generator, device=self.log_scale.device,
                         dtype=self.log_scale.dtype)
         x = self.decode(z)
         if mean:
