@@ -52,7 +52,8 @@ def scoregen(argv: list[str], world: int, cwd) -> list[subprocess.CompletedProce
     return results
 
 
-SAMPLE = ["sample", DIGITS, "-n", "35", "--batch-size", "10", "--seed", "7", "--device", "cpu"]
+# bit-identical at equal threads per process: torchrun's (launch) run one each, and so does this process
+SAMPLE = ["sample", DIGITS, "-n", "35", "--batch-size", "10", "--seed", "7", "--device", "cpu", "--threads", "1"]
 
 
 @pytest.mark.parametrize("method", ["ddim", "ddpm"])
@@ -186,7 +187,7 @@ def test_compare_on_two_processes_measures_the_same_samples(tmp_path):
     train(train_config(tmp_path / "model", steps=30), progress=False)
     argv = ["compare", "--dataset", "gmm", "--dataset-option", "mixture=gauss2d", "--quick", "--samplers",
             "ddim,sde,dpmpp-tuned", "--batch-size", "100", "--model", str(tmp_path / "model" / "ckpt.pt"),
-            "--device", "cpu", "--no-progress"]
+            "--device", "cpu", "--no-progress", "--threads", "1"]
     main([*argv, "--out", str(tmp_path / "one"), "--cache-dir", str(tmp_path / "cache1")])
     r0, r1 = scoregen([*argv, "--out", str(tmp_path / "two"), "--cache-dir", str(tmp_path / "cache2")], 2, tmp_path)
     one, two = (json.loads((tmp_path / d / "compare.json").read_text()) for d in ("one", "two"))
@@ -202,7 +203,8 @@ def test_likelihood_on_two_processes_gives_the_same_table(tmp_path):
     """``scoregen likelihood`` of 10 held-out digits in chunks of 5 (PF-ODE with 2 Hutchinson probes, the DDPM
     bound on 20 steps, the VAE's ELBO and IWAE): every number but the wall time equal for 1 and 2 processes."""
     argv = ["likelihood", "--ckpt", DIGITS, "--vae-ckpt", DIGITS.replace("digits.pt", "digits-vae.pt"), "-n", "10",
-            "--batch-size", "5", "--probes", "2", "--bound-steps", "20", "--iwae-k", "3", "--device", "cpu"]
+            "--batch-size", "5", "--probes", "2", "--bound-steps", "20", "--iwae-k", "3", "--device", "cpu",
+            "--threads", "1"]
     main([*argv, "--out", str(tmp_path / "one.json")])
     r0, r1 = scoregen([*argv, "--out", str(tmp_path / "two.json")], 2, tmp_path)
     one, two = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
