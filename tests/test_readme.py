@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
@@ -36,13 +35,10 @@ def readme_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("readme")
     for name in ("scoregen", "configs", "examples"):
         (root / name).symlink_to(ROOT / name)
-    diffusers = pytest.importorskip("diffusers")
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16),
-                                 layers_per_block=1, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                                 up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=4,
-                                 attention_head_dim=4)
-    diffusers.DDPMPipeline(unet=unet, scheduler=diffusers.DDPMScheduler()).save_pretrained(root / "ddpm-cifar10-32")
+    pytest.importorskip("diffusers")
+    from tests.test_own_models import save_pipeline
+
+    save_pipeline(root / "ddpm-cifar10-32")
     return root
 
 

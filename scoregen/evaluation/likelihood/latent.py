@@ -9,7 +9,7 @@ import torch
 from ...core.flow import check_model, check_state, kind_of
 from ...core.sde import T_MIN, VPSDE
 from .bpd import bits_per_dim
-from .pf_ode import _check_options, log_likelihood
+from .pf_ode import check_solve_options, log_likelihood
 
 
 @dataclass
@@ -59,7 +59,7 @@ def latent_elbo(vae, prior_eps_model, sde: VPSDE, x: torch.Tensor, *, k: int = 1
     if kind_of(vae) != "vae":
         raise ValueError(f"vae must be a VAE (nets.vae.VAE); got {type(vae).__name__}")
     check_model("prior_eps_model", prior_eps_model)
-    _check_options(divergence, probes, probe, solver, rtol, atol, t_min)
+    check_solve_options(divergence, probes, probe, solver, rtol, atol, t_min)
     check_state(x)
     if tuple(x.shape[1:]) != vae.shape:
         raise ValueError(f"x has shape {tuple(x.shape)} but the VAE takes shape [n, {', '.join(map(str, vae.shape))}]")

@@ -52,8 +52,8 @@ def _hutchinson_divergence(drift: torch.Tensor, x: torch.Tensor, v: torch.Tensor
                         for v_k in v])
 
 
-def _check_options(divergence: str, probes: int, probe: str, solver: str, rtol: float, atol: float,
-                   t_min: float) -> None:
+def check_solve_options(divergence: str, probes: int, probe: str, solver: str, rtol: float, atol: float,
+                        t_min: float) -> None:
     """Raise unless ``log_likelihood``'s options are valid (also checked by ``latent_elbo`` at its entry)."""
     check_choice("divergence", divergence, DIVERGENCES)
     check_choice("probe", probe, PROBES)
@@ -107,7 +107,7 @@ def log_likelihood(eps_model, sde: VPSDE, x: torch.Tensor, *, divergence: str = 
             its parameters' device and dtype.
         progress: a tqdm bar of the solve's time t from t_min to 1 (a host sync per network call).
     """
-    _check_options(divergence, probes, probe, solver, rtol, atol, t_min)
+    check_solve_options(divergence, probes, probe, solver, rtol, atol, t_min)
     model, x = _counted_model(eps_model, sde, x, device)
     warn_if_quantized(x, "log_likelihood returns a density, which needs dequantised data; use "
                          "dequantize(x, {levels}) and bits_per_dim(logp, D, levels={levels}), or "
