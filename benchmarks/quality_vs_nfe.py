@@ -32,7 +32,8 @@ import scoregen as sg
 from scoregen.samplers import reference
 from scoregen.data import load_dataset
 from scoregen.evaluation.features import FeatureNet, default_cache_dir
-from scoregen.evaluation.metrics import frechet_distance, half_sampling_std, ode_err
+from scoregen.evaluation.metrics import frechet_distance, ode_err
+from scoregen.evaluation.spread import half_sampling_std
 from scoregen.models.loading import load_checked
 from scoregen.models.zoo import shipped_checkpoint
 from scoregen.evaluation.tune import grid_for

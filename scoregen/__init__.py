@@ -14,6 +14,7 @@ _SUBMODULES = {
     "reference": "samplers.reference", "nets": "models.nets", "checkpoint": "models.checkpoint",
     "models": "models", "adapters": "models.adapters", "train": "models.train", "zoo": "models.zoo",
     "likelihood": "evaluation.likelihood", "metrics": "evaluation.metrics", "features": "evaluation.features",
+    "manifold": "evaluation.manifold", "spread": "evaluation.spread",
     "control": "evaluation.control", "tune": "evaluation.tune", "compare": "evaluation.compare",
     "outputs": "runtime.outputs", "distributed": "runtime.distributed",
 }

@@ -4,6 +4,7 @@ import json
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -45,11 +46,30 @@ def test_gmm_quick_writes_every_file_and_row(gmm_run, capsys):
     assert nfe["sde", 50] == 51 and nfe["ode-heun", 10] == 21 and nfe["ode-dopri5", None] > 10
     assert nfe["dpmpp", 10] == nfe["dpmpp-tuned", 10] == nfe["unipc", 10] == 10 and nfe["heun", 5] == 9
     for r in rows:
-        for key in ("swd", "mmd", "logp", "logp_gap", "moment_kl"):
-            assert r[key + "_std"] >= 0, (r["sampler"], key)
+        for key in ("swd", "mmd", "logp", "logp_gap", "moment_kl", "precision", "recall", "density", "coverage"):
+            assert r[key + "_std"] > 0, (r["sampler"], key)
+    ranking = summary["ranking"]
+    assert ranking["metric"] == "swd" and ranking["reference"] == ranking["best"] and summary["halves"] == 50
+    assert {r["vs"]["verdict"] for r in rows[1:]} <= {"reference", "tied", "worse"} and "vs" not in rows[0]
+    assert sorted(ranking["tied"] + ranking["resolved"] + [ranking["best"]]) == sorted(
+        f"{r['sampler']}@{r['steps'] if r['tol'] is None else format(r['tol'], 'g')}" for r in rows[1:])
+    assert "What this run can and cannot tell apart" in (gmm_run / "compare.md").read_text()
     csv_lines = (gmm_run / "compare.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + len(rows) and csv_lines[0].startswith("sampler,method,options,steps,tol,nfe,n,swd")
     assert (gmm_run / "compare.md").read_text().count("\n| ") == len(rows) + 1
+
+
+def test_repeats_give_the_spread_over_fresh_seeds(tmp_path):
+    """--repeats 2: each row drawn from seeds 0 and 1; its rerun spread is the sd of the two runs' values."""
+    path = _zero_unet(tmp_path / "ckpt.pt")
+    run = lambda seed, repeats: compare(CompareSettings(  # noqa: E731
+        "digits", checkpoint=path, samplers=["ddpm"], steps=[2], n=64, seed=seed, repeats=repeats,
+        out=tmp_path / f"out{seed}{repeats}", cache_dir=tmp_path / "cache", progress=False))[1]
+    both, first, second = run(0, 2), run(0, 1), run(1, 1)
+    for key in ("fd", "kid", "precision", "attr_tv"):  # not fd_inf: it depends on the run's halves too
+        assert both[key] == first[key]
+        assert both[key + "_rerun_std"] == pytest.approx(abs(first[key] - second[key]) / math.sqrt(2), rel=1e-9)
+    assert "fd_rerun_std" not in first
 
 
 def test_ode_err_on_deterministic_rows_ranks_the_ode_solvers(gmm_run):
@@ -105,7 +125,7 @@ def _checkpoint(path, dataset="gmm", dim=2, **options):
     (dict(steps={"sde": [10]}, samplers=["ddpm"]), "steps given for sampler.*'sde' not in the sweep"),
     (dict(samplers=["vae"]), "'vae' needs image data"),
     (dict(grid="cosine"), "unknown grid 'cosine'; valid: uniform"),
-    (dict(n=1), "n must be an integer >= 2"),
+    (dict(n=3), "n must be an integer >= 4"),
     (dict(device="tpu"), "device must be"),
 ])
 def test_bad_input_fails_before_anything_is_written(tmp_path, kwargs, message):
@@ -195,16 +215,19 @@ def test_images_are_measured_as_clamped_pictures(tmp_path):
         "digits").test), [10]), rel=1e-9) and one["attr_tv"] > floor["attr_tv"] + 5 * one["attr_tv_std"]
     assert list(one["attributes"]) == ["class"] and sum(one["attributes"]["class"]) == pytest.approx(1)
     header = (tmp_path / "out" / "compare.csv").read_text().splitlines()[0]
-    assert header.endswith("fd,fd_std,kid,kid_std,attr_tv,attr_tv_std,ode_err,clipped,wall_s,device")
+    assert header.endswith("fd,fd_std,fd_inf,fd_inf_std,kid,kid_std,precision,precision_std,recall,recall_std,density,"
+                           "density_std,coverage,coverage_std,attr_tv,attr_tv_std,ode_err,ode_err_std,clipped,vs_diff,"
+                           "vs_diff_std,vs_verdict,wall_s,device")
     # eps = 0: the PF-ODE is dx/dt = f, solved exactly by DDIM; dopri5 at 1e-5 meets it to its tolerance
     rms = x.pow(2).mean().sqrt().item()
     assert 0 < one["ode_err"] < 3e-5 * rms and one["ode_err"] == pytest.approx(three["ode_err"], rel=1e-3)
 
 
 class _FakeInception(torch.nn.Module):
-    """Stands in for inception-2015-12-05.pt (images in [0, 255]): per-channel means and spreads."""
+    """Stands in for inception-2015-12-05.pt (uint8 images at their own size): per-channel means and spreads."""
 
     def forward(self, x, return_features: bool = False):
+        x = x.float()
         return torch.cat([x.mean((2, 3)), x.std((2, 3))], 1)
 
 
@@ -308,3 +331,21 @@ def test_a_full_disk_while_writing_the_results_leaves_the_previous_ones_as_they_
     assert capsys.readouterr().err == (f"scoregen: error: cannot write {out / 'quality_vs_nfe.png'}: No space left on "
                                        f"device; the previous files in {out} were left unchanged\n")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_reference_statistics_are_written_and_measured_against(tmp_path):
+    """--save-ref-stats writes the held-out features' mu and sigma; --ref-stats of that file gives the same fd,
+    and statistics of another feature space are refused before any sample is drawn."""
+    path = _zero_unet(tmp_path / "ckpt.pt")
+    settings = CompareSettings("digits", checkpoint=path, samplers=["ddim"], steps=[3], n=64, out=tmp_path / "a",
+                               cache_dir=tmp_path / "cache", progress=False, save_ref_stats=tmp_path / "ref.npz")
+    plain = compare(settings)
+    stats = np.load(tmp_path / "ref.npz")
+    net = FeatureNet.for_dataset(load_dataset("digits"), cache_dir=tmp_path / "cache" / "features")
+    assert stats["mu"] == pytest.approx(net.reference.double().mean(0).numpy(), abs=1e-12)
+    again = compare(replace(settings, out=tmp_path / "b", save_ref_stats=None, ref_stats=tmp_path / "ref.npz"))
+    assert [r["fd"] for r in again] == pytest.approx([r["fd"] for r in plain], rel=1e-9)
+    np.savez(tmp_path / "small.npz", mu=np.zeros(3), sigma=np.eye(3))
+    with pytest.raises(ValueError, match="ref_stats have dimension 3; the features measured here have 128"):
+        compare(replace(settings, out=tmp_path / "c", save_ref_stats=None, ref_stats=tmp_path / "small.npz"))
+    assert not (tmp_path / "c").exists()

@@ -10,8 +10,8 @@ from scipy.stats import multivariate_normal
 
 from scoregen.data import Dataset, load_dataset, preset
 from scoregen.evaluation.features import FeatureNet, InceptionFeatures
-from scoregen.evaluation.metrics import (attribute_tv, floor, frechet_distance, gaussian_kl, kid, label_frequencies, mmd,
-                              oracle_metrics, sample_metrics, sliced_wasserstein)
+from scoregen.evaluation.metrics import (attribute_tv, floor, frechet_distance, gaussian_kl, kid, kid_subsets,
+                                         label_frequencies, mmd, oracle_metrics, sample_metrics, sliced_wasserstein)
 
 
 def _gen(seed):
@@ -80,9 +80,9 @@ def test_kid_is_unbiased_zero_for_equal_and_matches_closed_form_for_different_ga
     same, diff, stds = [], [], []
     for s in range(30):
         a = _randn(s, n, d)
-        same.append(kid(a, _randn(1000 + s, n, d), subsets=5, subset_size=200, generator=_gen(s))[0])
-        value, std = kid(a, mean_b + _randn(2000 + s, n, d) @ chol_b.T, subsets=5, subset_size=200,
-                         generator=_gen(s))
+        same.append(kid_subsets(a, _randn(1000 + s, n, d), subsets=5, subset_size=200, generator=_gen(s))[0])
+        value, std = kid_subsets(a, mean_b + _randn(2000 + s, n, d) @ chol_b.T, subsets=5, subset_size=200,
+                                 generator=_gen(s))
         diff.append(value)
         stds.append(std)
     same, diff = torch.tensor(same), torch.tensor(diff)
@@ -91,11 +91,14 @@ def test_kid_is_unbiased_zero_for_equal_and_matches_closed_form_for_different_ga
     assert exact > 0.1
     assert abs(diff.mean() - exact) < 3 * diff.std() / math.sqrt(len(diff))
     assert 0 < float(np.mean(stds)) < exact
+    full = torch.tensor([kid(_randn(s, n, d), mean_b + _randn(2000 + s, n, d) @ chol_b.T) for s in range(30)])
+    assert abs(full.mean() - exact) < 3 * full.std() / math.sqrt(len(full))     # on all samples: unbiased too
+    assert full.std() < diff.std()                                              # and sharper than subsets of half
 
 
 def test_kid_rejects_a_subset_larger_than_the_sample():
     with pytest.raises(ValueError, match="subset_size"):
-        kid(_randn(0, 50, 3), _randn(1, 80, 3), subset_size=60)
+        kid_subsets(_randn(0, 50, 3), _randn(1, 80, 3), subset_size=60)
 
 
 # --- sliced Wasserstein -------------------------------------------------------------------------
@@ -245,14 +248,15 @@ class _FakeInception(torch.nn.Module):
     """Stands in for inception-2015-12-05.pt: returns per-channel means and the side it was given."""
 
     def forward(self, x, return_features: bool = False):
-        return torch.cat([x.mean((2, 3)), torch.full_like(x[:, :1, 0, 0], float(x.shape[-1]))], 1)
+        assert x.dtype == torch.uint8
+        return torch.cat([x.float().mean((2, 3)), torch.full_like(x[:, :1, 0, 0], x.shape[-1], dtype=torch.float)], 1)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit")
 def test_inception_features_call_torchscript_as_stylegan_does_and_reject_bad_files(tmp_path):
     torch.jit.script(_FakeInception()).save(str(tmp_path / "ts.pt"))
     feats = InceptionFeatures(tmp_path / "ts.pt").features(torch.full((2, 1, 8, 8), 0.5))
-    assert torch.allclose(feats, torch.tensor([[191.25, 191.25, 191.25, 299.0]] * 2))   # [0, 255], 3 channels, 299
+    assert torch.equal(feats, torch.tensor([[191.0, 191.0, 191.0, 8.0]] * 2))  # uint8(0.5 * 127.5 + 128), RGB, 8x8
     with pytest.raises(FileNotFoundError, match="inception_path"):
         InceptionFeatures(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(bytes(range(256)) * 4)

@@ -136,3 +136,17 @@ def test_grid_for_tunes_once_per_checkpoint_method_steps_and_options(tmp_path, m
     ckpt.write_bytes(b"other weights")
     with pytest.raises(AssertionError, match="tuned again"):
         grid_for(loaded, "ode", 4, {"solver": "heun2"}, cache_dir=tmp_path)
+
+
+def test_the_shipped_checkpoints_tuned_grids_are_shipped_and_read_without_tuning(tmp_path, monkeypatch):
+    """Each shipped grid names a shipped checkpoint by its digest (a retrained one needs its grid re-tuned and
+    shipped), and ``grid_for`` reads it from an empty cache without tuning or writing anything."""
+    from scoregen.evaluation import tune
+    shipped = sorted(tune.SHIPPED_GRIDS.glob("*.json"))
+    assert [p.name.rsplit("-", 4)[0] for p in shipped] == ["cartoon", "digits", "digits-latent"]
+    for path in shipped:
+        stem, digest = path.name.rsplit("-", 4)[:2]
+        assert sg.load_model(tune.SHIPPED_GRIDS.parent / f"{stem}.pt").info.digest() == digest, path.name
+    monkeypatch.setattr(tune, "optimize_grid", lambda *a, **k: pytest.fail("tuned a shipped model's grid"))
+    t = grid_for(sg.load_model(tune.SHIPPED_GRIDS.parent / "digits.pt"), "dpmpp", 10, cache_dir=tmp_path)
+    assert len(t) == 11 and t[0] == 1 and t[-1] == 0 and not any(tmp_path.iterdir())

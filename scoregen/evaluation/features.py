@@ -8,22 +8,32 @@ accuracy, embeds the held-out split as the reference sample, and caches all of i
 without labels gets the same network at its seeded random initialisation, untrained: random
 conv features.
 
-``InceptionFeatures(path)`` gives standard FID features (2048-d pool3) from Inception weights
-already on disk; nothing is downloaded.
+``InceptionFeatures(path)`` gives FID features (2048-d pool3) from Inception weights already on disk
+(nothing is downloaded) under the standard protocol of StyleGAN2-ADA's metrics, EDM's ``fid.py`` and
+clean-fid's ``legacy_tensorflow`` mode: images quantised to uint8 as those codebases save generator outputs,
+passed at their own resolution to the TorchScript ``inception-2015-12-05.pt``, which resizes them itself.
+``save_reference_stats`` / ``load_reference_stats`` write and read reference statistics in the npz format of
+pytorch-fid's ``--save-stats``, clean-fid and EDM (``mu`` [d], ``sigma`` [d, d], float64), which
+``metrics.frechet_distance`` takes as ``(mu, sigma)``.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
+import zipfile
+import zlib
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from ..runtime.cache import cache_root
+from ..runtime.outputs import write_atomic
 
 
 def default_cache_dir() -> Path:
@@ -184,12 +194,21 @@ class FeatureNet(nn.Module):
 
 
 class InceptionFeatures:
-    """Standard FID features (Inception-v3 pool3, 2048-d) from weights on disk; never downloads.
+    """FID features (Inception-v3 pool3, 2048-d) from weights on disk, under the standard protocol; never downloads.
 
-    ``path`` is either the TorchScript ``inception-2015-12-05.pt`` of StyleGAN2-ADA / clean-fid
-    (called with images in [0, 255] and ``return_features=True``), or a torchvision
-    ``inception_v3`` state dict (needs torchvision; Google's weights expect inputs in [-1, 1]).
-    Images are resized to 299x299 (bilinear) and grey images repeated to three channels.
+    The protocol of StyleGAN2-ADA's metrics, EDM's ``fid.py`` and clean-fid's ``legacy_tensorflow`` mode:
+    images in [-1, 1] are quantised as StyleGAN2-ADA and EDM save generator outputs,
+    ``(x * 127.5 + 128).clamp(0, 255).to(torch.uint8)`` (so values outside [-1, 1] are clipped), grey
+    images are repeated to three channels (EDM's ``images.repeat([1, 3, 1, 1])``), and the uint8 images
+    [N, 3, H, W] go at their own resolution to the TorchScript ``inception-2015-12-05.pt`` with
+    ``return_features=True``; the detector resizes them to 299x299 itself, as the TensorFlow FID graph did.
+    FID is ``metrics.frechet_distance`` of two such feature sets, or of features and reference statistics
+    (``load_reference_stats``).
+
+    ``path`` may instead hold a torchvision ``inception_v3`` state dict (needs torchvision): the same uint8
+    images, back in [-1, 1] as floats and resized to 299x299 bilinearly (torchvision's input convention with
+    ``transform_input=False``). That is not the standard protocol and its values are not comparable with
+    published FIDs: ``info["standard"]`` is False.
     """
 
     def __init__(self, path, device=None):
@@ -202,11 +221,16 @@ class InceptionFeatures:
             self.model, self.torchscript = torch.jit.load(str(path), map_location=self.device).eval(), True
         except RuntimeError:
             self.model, self.torchscript = self._torchvision(path), False
+        protocol = ("uint8 images at their own resolution to the TorchScript detector (StyleGAN2-ADA, EDM)"
+                    if self.torchscript else
+                    "torchvision inception_v3, bilinear 299x299 floats: not the standard FID protocol")
+        self.info = {"kind": "inception", "torchscript": self.torchscript, "standard": self.torchscript,
+                     "protocol": protocol, "path": str(path)}
+        self.reference: torch.Tensor | None = None
 
     def with_reference(self, dataset) -> "InceptionFeatures":
-        """Set ``reference`` (features of the held-out split) and ``info``, as ``FeatureNet.for_dataset`` does."""
+        """Set ``reference`` (features of the held-out split), as ``FeatureNet.for_dataset`` does."""
         self.reference = self.features(dataset.test)
-        self.info = {"kind": "inception", "torchscript": self.torchscript, "path": str(self.path)}
         return self
 
     def _torchvision(self, path: Path) -> nn.Module:
@@ -229,15 +253,66 @@ class InceptionFeatures:
         model.fc = nn.Identity()
         return model.to(self.device).eval()
 
+    @staticmethod
+    def quantise(x: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] as uint8, as StyleGAN2-ADA and EDM save generator outputs (clipped)."""
+        return (x * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
     def _pool3(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-        x = F.interpolate(x.float(), size=(299, 299), mode="bilinear", align_corners=False)
+        images = self.quantise(x)
+        images = images.repeat([1, 3, 1, 1]) if images.shape[1] == 1 else images
         if self.torchscript:
-            return self.model((x + 1) * 127.5, return_features=True)
-        return self.model(x)
+            return self.model(images, return_features=True)
+        return self.model(F.interpolate(images.float() / 127.5 - 1, size=(299, 299), mode="bilinear",
+                                        align_corners=False))
 
     def features(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-        """Pool3 features [n, 2048] of images [n, 1 or 3, H, W] in [-1, 1]."""
-        if x.dim() != 4 or x.shape[1] not in (1, 3):
-            raise ValueError(f"images must have shape [n, 1 or 3, H, W]; got {tuple(x.shape)}")
+        """Pool3 features [n, 2048] of float images [n, 1 or 3, H, W] in [-1, 1] (see the class docstring)."""
+        if x.dim() != 4 or x.shape[1] not in (1, 3) or not x.is_floating_point():
+            raise ValueError(f"images must be floats of shape [n, 1 or 3, H, W]; got {x.dtype} {tuple(x.shape)}")
         return _embed(self._pool3, x, self.device, batch_size)
+
+
+def _stats_error(path, what: str) -> ValueError:
+    return ValueError(f"reference statistics {str(path)!r}: {what}")
+
+
+def save_reference_stats(path, feats) -> Path:
+    """Write FID reference statistics of features ``feats`` [n, d] to ``path`` as pytorch-fid's ``--save-stats``
+    and clean-fid do: an npz of ``mu = np.mean(feats, 0)`` [d] and ``sigma = np.cov(feats, rowvar=False)``
+    [d, d] (unbiased), float64. Written atomically (``runtime.outputs.write_atomic``); returns the path."""
+    feats = torch.as_tensor(feats).detach().cpu().double().numpy()
+    if feats.ndim != 2 or feats.shape[0] < 2:
+        raise ValueError(f"features must have shape [n, d] with n >= 2; got {feats.shape}")
+    if not np.isfinite(feats).all():
+        raise ValueError("features must be finite")
+    buffer = io.BytesIO()
+    np.savez(buffer, mu=feats.mean(0), sigma=np.cov(feats, rowvar=False).reshape(feats.shape[1], feats.shape[1]))
+    return write_atomic(path, buffer.getvalue())
+
+
+def load_reference_stats(path) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mu [d], sigma [d, d])`` as float64 tensors from an npz of FID statistics (``save_reference_stats``,
+    pytorch-fid's ``--save-stats``, clean-fid, EDM's ``fid.py ref``); a file that is not one is a ValueError
+    naming it."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"reference statistics {str(path)!r} do not exist")
+    if not zipfile.is_zipfile(path):
+        raise _stats_error(path, "not an npz file (np.savez's zip of arrays)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in ("mu", "sigma") if key in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise _stats_error(path, f"unreadable npz ({err.__class__.__name__}: {err})") from None
+    missing = [key for key in ("mu", "sigma") if key not in arrays]
+    if missing:
+        raise _stats_error(path, f"no {' or '.join(map(repr, missing))} array (FID statistics are 'mu' and 'sigma')")
+    mu, sigma = arrays["mu"], arrays["sigma"]
+    if mu.dtype.kind not in "iuf" or sigma.dtype.kind not in "iuf":
+        raise _stats_error(path, f"'mu' and 'sigma' must be real numbers; got {mu.dtype} and {sigma.dtype}")
+    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+        raise _stats_error(path, f"'mu' must have shape [d] and 'sigma' [d, d]; got {mu.shape} and {sigma.shape}")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise _stats_error(path, "'mu' or 'sigma' has non-finite values")
+    return torch.from_numpy(mu.astype(np.float64)), torch.from_numpy(sigma.astype(np.float64))

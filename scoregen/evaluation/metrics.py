@@ -3,18 +3,20 @@
 Low-dimensional data: sliced Wasserstein distance (exact 1-D W_p per random direction) and
 unbiased MMD^2 with a mixture of Gaussian kernels; against a Gaussian-mixture oracle, the exact
 mean log-density of the samples and the Gaussian KL of their first two moments.
-Images: Frechet distance (the FID formula, Heusel et al. 2017) and KID (Binkowski et al. 2018)
-on features of a feature network (``features``: a small cached classifier, or Inception weights on disk),
-which the image metrics take as an argument: measuring never trains.
+Images: Frechet distance (the FID formula, Heusel et al. 2017), the same extrapolated to infinite n
+(Chong & Forsyth 2020) and KID (Binkowski et al. 2018) on features of a feature network (``features``: a small
+cached classifier, or Inception weights on disk), which the image metrics take as an argument: measuring never
+trains. Fidelity and diversity apart: precision, recall, density and coverage (``manifold``), in either space.
+Sampling errors and paired differences of all of them: ``spread``.
 ``floor`` gives any metric's value on real data, the best a model can hope for at that n.
 Scalar metrics are Python floats, computed in float64 on the device of their input.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
+from .manifold import manifold_metrics
+from .spread import HALVES, extrapolated, half_samples
 
 
 def _flat(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -66,78 +68,95 @@ def sliced_wasserstein(a, b, *, projections: int = 256, p: float = 2,
     return _wasserstein_1d(a @ theta, b @ theta, p).mean().pow(1 / p).item()
 
 
-def _kernel_sums(kernel, x: torch.Tensor, y: torch.Tensor, block: int = 1024):
-    """``sum_ij k(x_i, y_j)`` and ``sum_i k(x_i, y_i)`` (the trace, for x = y), a block of rows at a time."""
-    total = trace = x.new_zeros(())
-    for i in range(0, x.shape[0], block):
-        k = kernel(x[i:i + block], y)
-        total = total + k.sum()
-        trace = trace + k[:, i:i + block].diagonal().sum()
-    return total, trace
+def _mmd2_unbiased(kernel, x: torch.Tensor, y: torch.Tensor, subsets: torch.Tensor | None = None,
+                   block: int = 1024) -> torch.Tensor:
+    """Unbiased MMD^2 (Gretton et al. 2012, eq. 3; diagonal terms left out of the within-sample means) of x and y,
+    and with ``subsets`` [H, m] (index sets into x) of each x[subsets[h]] and y: [1 + H], all of x first.
+
+    One pass over the kernel matrices, a block of rows of x at a time: with the subsets as the columns of an
+    indicator matrix M [n, 1 + H], ``sum_{i,j in h} k(x_i, x_j) = (M^T K_xx M)_hh``, and the cross sums are
+    ``M^T (K_xy 1)``, so that no subset's matrix is formed."""
+    n = x.shape[0]
+    masks = x.new_ones(n, 1)
+    if subsets is not None:
+        picked = torch.zeros(subsets.shape[0], n, dtype=x.dtype, device=x.device)
+        picked.scatter_(1, subsets.to(x.device), 1.0)
+        masks = torch.cat([masks, picked.T], 1)
+    quad, trace, cross = (x.new_zeros(masks.shape[1]) for _ in range(3))
+    kyy = trace_y = x.new_zeros(())
+    for i in range(0, n, block):
+        rows, m = slice(i, i + block), masks[i:i + block]
+        k = kernel(x[rows], x)
+        quad = quad + (m * (k @ masks)).sum(0)
+        trace = trace + m.T @ k[:, rows].diagonal()
+        cross = cross + m.T @ kernel(x[rows], y).sum(1)
+    for i in range(0, y.shape[0], block):
+        k = kernel(y[i:i + block], y)
+        kyy, trace_y = kyy + k.sum(), trace_y + k[:, i:i + block].diagonal().sum()
+    size, big = masks.sum(0), y.shape[0]
+    return (quad - trace) / (size * (size - 1)) + (kyy - trace_y) / (big * (big - 1)) - 2 * cross / (size * big)
 
 
-def _mmd2_unbiased(kernel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Unbiased MMD^2 (Gretton et al. 2012, eq. 3): diagonal terms left out of the within-sample means."""
-    n, m = x.shape[0], y.shape[0]
-    kxx, trace_x = _kernel_sums(kernel, x, x)
-    kyy, trace_y = _kernel_sums(kernel, y, y)
-    kxy, _ = _kernel_sums(kernel, x, y)
-    return (kxx - trace_x) / (n * (n - 1)) + (kyy - trace_y) / (m * (m - 1)) - 2 * kxy / (n * m)
+BANDWIDTHS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # mmd's kernel mixture
 
 
-def mmd(a, b, *, bandwidths=(0.05, 0.1, 0.2, 0.5, 1.0, 2.0)) -> float:
-    """Unbiased MMD^2 with the kernel ``k(x, y) = sum_h exp(-|x - y|^2 / (2 h^2))`` over ``bandwidths``.
-
-    Its expectation is the population MMD^2, zero iff the distributions agree, so values scatter
-    around 0 (negative ones included) for equal distributions.
-    """
+def _gaussians(bandwidths):
+    """``k(x, y) = sum_h exp(-|x - y|^2 / (2 h^2))`` over ``bandwidths``."""
     h = torch.as_tensor(bandwidths, dtype=torch.float64).flatten()
     if h.numel() < 1 or not bool((h > 0).all()):
         raise ValueError(f"bandwidths must be positive numbers; got {bandwidths}")
-    a, b = _pair(a, b)
-    inv_two_h2 = (0.5 / h ** 2).to(a.device)
 
     def kernel(x, y):
         d2 = torch.cdist(x, y).pow(2)
-        return torch.exp(-d2[..., None] * inv_two_h2).sum(-1)
+        return torch.exp(-d2[..., None] * (0.5 / h ** 2).to(x.device)).sum(-1)
 
-    return _mmd2_unbiased(kernel, a, b).item()
+    return kernel
 
 
-def kid(feats_a, feats_b, *, subsets: int = 100, subset_size: int = 1000,
-        generator: torch.Generator | None = None) -> tuple[float, float]:
-    """Kernel Inception Distance (Binkowski et al. 2018): mean and std over ``subsets`` random subsets.
+def mmd(a, b, *, bandwidths=BANDWIDTHS, subsets: torch.Tensor | None = None):
+    """Unbiased MMD^2 with the kernel ``k(x, y) = sum_h exp(-|x - y|^2 / (2 h^2))`` over ``bandwidths``.
 
-    Each subset draws ``subset_size`` rows of each side without replacement and takes the
-    unbiased MMD^2 with the cubic polynomial kernel ``k(x, y) = (x.y / d + 1)^3``.
+    Its expectation is the population MMD^2, zero iff the distributions agree, so values scatter
+    around 0 (negative ones included) for equal distributions. With ``subsets`` (index sets [H, m] into a):
+    ``(value, values of a[subsets[h]] against b as a float64 tensor [H])``.
     """
+    kernel = _gaussians(bandwidths)
+    a, b = _pair(a, b)
+    values = _mmd2_unbiased(kernel, a, b, subsets)
+    return values[0].item() if subsets is None else (values[0].item(), values[1:].cpu())
+
+
+def _cubic(d: int):
+    """KID's kernel ``k(x, y) = (x.y / d + 1)^3`` in dimension d."""
+    return lambda x, y: (x @ y.T / d + 1) ** 3
+
+
+def kid(feats_a, feats_b, *, subsets: torch.Tensor | None = None):
+    """Kernel Inception Distance (Binkowski et al. 2018) on all samples: the unbiased MMD^2 with the cubic
+    polynomial kernel ``k(x, y) = (x.y / d + 1)^3``. Unbiased at any n; its sampling error is a spread over
+    halves (``spread``) rather than the paper's spread over subsets (``kid_subsets``). ``subsets``: as ``mmd``'s."""
+    a, b = _pair(feats_a, feats_b)
+    values = _mmd2_unbiased(_cubic(a.shape[1]), a, b, subsets)
+    return values[0].item() if subsets is None else (values[0].item(), values[1:].cpu())
+
+
+def kid_subsets(feats_a, feats_b, *, subsets: int = 100, subset_size: int = 1000,
+                generator: torch.Generator | None = None) -> tuple[float, float]:
+    """KID as Binkowski et al. 2018 report it: mean and std of the unbiased MMD^2 (``kid``'s kernel) over
+    ``subsets`` random subsets, each ``subset_size`` rows of each side drawn without replacement."""
     a, b = _pair(feats_a, feats_b)
     if not 2 <= subset_size <= min(a.shape[0], b.shape[0]):
         raise ValueError(f"subset_size must be in [2, {min(a.shape[0], b.shape[0])}] (the smaller sample); "
                          f"got {subset_size}")
     if subsets < 1:
         raise ValueError(f"subsets must be >= 1; got {subsets}")
-    d = a.shape[1]
-
-    def kernel(x, y):
-        return (x @ y.T / d + 1) ** 3
-
-    values = torch.stack([
+    kernel = _cubic(a.shape[1])
+    values = torch.cat([
         _mmd2_unbiased(kernel,
                        a[torch.randperm(a.shape[0], generator=generator, device=a.device)[:subset_size]],
                        b[torch.randperm(b.shape[0], generator=generator, device=a.device)[:subset_size]])
         for _ in range(subsets)])
     return values.mean().item(), (values.std().item() if subsets > 1 else 0.0)
-
-
-def half_sampling_std(metric, x: torch.Tensor, *, halves: int = 8, generator: torch.Generator | None = None) -> dict:
-    """``{key + "_std": std(metric on random halves of x)[key] / sqrt(2)}`` for each key of the dict ``metric(x)``
-    returns: the half-sampling estimate of a metric's sampling error at n (Politis & Romano). ``generator`` (a
-    CPU one) draws the halves."""
-    n = x.shape[0]
-    draws = [metric(x[torch.randperm(n, generator=generator)[:n // 2].to(x.device)]) for _ in range(halves)]
-    return {f"{key}_std": torch.tensor([d[key] for d in draws], dtype=torch.float64).std().item() / math.sqrt(2)
-            for key in draws[0]}
 
 
 def ode_err(x, reference) -> float:
@@ -192,26 +211,46 @@ def _as_stats(x, name: str):
     return gaussian_stats(x)
 
 
-def frechet_distance(a, b) -> float:
-    """The Frechet (Wasserstein-2) distance between Gaussians fitted to two samples: the FID formula.
+class FrechetReference:
+    """The reference side of the Frechet distance, computed once: mean, covariance and the covariance's square
+    root, so that many samples (and halves of them) are measured against it at one eigendecomposition each.
+    ``reference``: features [n, d] or a ``(mean, cov)`` pair (e.g. published statistics)."""
 
-    ``|mu_a - mu_b|^2 + tr(C_a + C_b - 2 (C_a^1/2 C_b C_a^1/2)^1/2)`` (Dowson & Landau 1982),
-    with ``tr (C_a^1/2 C_b C_a^1/2)^1/2`` from the eigenvalues of a symmetric PSD matrix in float64,
-    so singular covariances (fewer samples than dimensions, dead features) need no jitter.
-    ``a``, ``b``: features [n, d], or ``(mean, cov)`` pairs (e.g. reference statistics).
-    """
-    mean_a, cov_a = _as_stats(a, "a")
-    mean_b, cov_b = _as_stats(b, "b")
-    if mean_a.shape != mean_b.shape:
-        raise ValueError(f"a and b must have the same dimension; got {mean_a.shape[0]} and {mean_b.shape[0]}")
-    mean_b, cov_b = mean_b.to(mean_a.device), cov_b.to(mean_a.device)
-    root_a = _psd_sqrt(cov_a)
-    m = root_a @ cov_b @ root_a
-    lam = torch.linalg.eigvalsh(0.5 * (m + m.T))
-    # eigenvalues that are rounding noise (below d eps max) are zero: sqrt would turn eps into sqrt(eps)
-    lam = torch.where(lam > lam.shape[0] * torch.finfo(lam.dtype).eps * lam.abs().max(), lam, 0 * lam)
-    trace_root = lam.sqrt().sum()
-    return ((mean_a - mean_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * trace_root).item()
+    def __init__(self, reference):
+        self.mean, self.cov = _as_stats(reference, "reference")
+        self.root = _psd_sqrt(self.cov)
+
+    def distance(self, x) -> float:
+        """``|mu_x - mu_r|^2 + tr(C_x + C_r - 2 (C_r^1/2 C_x C_r^1/2)^1/2)`` (Dowson & Landau 1982): the trace of
+        the root from the eigenvalues of a symmetric PSD matrix in float64 (those of ``C_x C_r``), so singular
+        covariances (fewer samples than dimensions, dead features) need no jitter. ``x``: features [n, d] or a
+        ``(mean, cov)`` pair."""
+        mean, cov = _as_stats(x, "x")
+        if mean.shape != self.mean.shape:
+            raise ValueError(f"x must have the reference's dimension {self.mean.shape[0]}; got {mean.shape[0]}")
+        mean, cov = mean.to(self.mean.device), cov.to(self.mean.device)
+        m = self.root @ cov @ self.root
+        lam = torch.linalg.eigvalsh(0.5 * (m + m.T))
+        # eigenvalues that are rounding noise (below d eps max) are zero: sqrt would turn eps into sqrt(eps)
+        lam = torch.where(lam > lam.shape[0] * torch.finfo(lam.dtype).eps * lam.abs().max(), lam, 0 * lam)
+        return ((mean - self.mean).pow(2).sum() + cov.trace() + self.cov.trace() - 2 * lam.sqrt().sum()).item()
+
+
+def frechet_distance(a, b) -> float:
+    """The Frechet (Wasserstein-2) distance between Gaussians fitted to two samples: the FID formula
+    (``FrechetReference(b).distance(a)``; symmetric). ``a``, ``b``: features [n, d], or ``(mean, cov)`` pairs."""
+    return FrechetReference(b).distance(a)
+
+
+def frechet_distance_inf(feats, reference, *, halves: int = HALVES,
+                         generator: torch.Generator | None = None) -> float:
+    """FD extrapolated to infinitely many samples on the ``feats`` side (Chong & Forsyth 2020): FD is linear in
+    1/N, and ``spread.extrapolated`` takes the line through FD at n and its mean over ``halves`` random halves
+    (drawn by ``generator``). The reference's own finite size is not extrapolated: it is the same for every
+    sample compared with it."""
+    ref = FrechetReference(reference)
+    feats = _flat(feats, "feats")
+    return extrapolated(ref.distance, feats, half_samples(feats.shape[0], halves, generator=generator))[1]
 
 
 def _cholesky(c: torch.Tensor, name: str) -> torch.Tensor:
@@ -237,34 +276,37 @@ def gaussian_kl(mean0, cov0, mean1, cov1) -> float:
     return (0.5 * (trace + maha - mean0.shape[0] + logdet)).item()
 
 
-def oracle_metrics(x, oracle, *, n_ref: int = 100_000, generator: torch.Generator | None = None) -> dict:
+def data_logp(oracle, n_ref: int = 100_000, *, generator: torch.Generator | None = None, like=None) -> float:
+    """``E_p[log p]`` (minus the entropy) of a ``GaussianMixture`` oracle p from ``n_ref`` exact draws (seed 0
+    unless ``generator``), in the dtype and on the device of ``like``."""
+    like = torch.zeros((), dtype=torch.float64) if like is None else like
+    generator = generator or torch.Generator(like.device).manual_seed(0)
+    return oracle.log_prob(oracle.sample(n_ref, generator=generator).to(like)).mean().item()
+
+
+def oracle_metrics(x, oracle, *, n_ref: int = 100_000, generator: torch.Generator | None = None,
+                   logp_data: float | None = None) -> dict:
     """Exact-density metrics of samples ``x`` [n, d] against a ``GaussianMixture`` oracle p.
 
     ``logp``: mean log p(x) of the samples; ``logp_data``: E_p[log p] (minus the entropy), from
-    ``n_ref`` exact draws (seed 0 unless ``generator``); ``logp_gap = logp_data - logp`` (0 for
-    perfect samples; negative when samples crowd the modes); ``moment_kl``: KL from the Gaussian
-    fitted to the samples' mean and covariance to the one with the oracle's (0 when they match).
+    ``n_ref`` exact draws (seed 0 unless ``generator``), or as given (a value computed once for many samples);
+    ``logp_gap = logp_data - logp`` (0 for perfect samples; negative when samples crowd the modes);
+    ``moment_kl``: KL from the Gaussian fitted to the samples' mean and covariance to the one with the oracle's
+    (0 when they match).
     """
     x = _flat(x, "x")
     if x.shape[1] != oracle.dim:
         raise ValueError(f"x must have dimension {oracle.dim} (the oracle's); got {x.shape[1]}")
-    generator = generator or torch.Generator(x.device).manual_seed(0)
     logp = oracle.log_prob(x).mean().item()
-    logp_data = oracle.log_prob(oracle.sample(n_ref, generator=generator).to(x)).mean().item()
+    logp_data = data_logp(oracle, n_ref, generator=generator, like=x) if logp_data is None else logp_data
     mean, cov = gaussian_stats(x)
     return {"logp": logp, "logp_data": logp_data, "logp_gap": logp_data - logp,
             "moment_kl": gaussian_kl(mean, cov, oracle.mean(), oracle.covariance())}
 
 
-def image_metrics(feats, reference, *, subsets: int = 100, subset_size: int = 1000,
-                  generator: torch.Generator | None = None) -> dict:
-    """``fd`` (Frechet distance) and ``kid``, ``kid_std`` between sample and reference features.
-
-    KID subsets are capped at the smaller sample.
-    """
-    kid_mean, kid_std = kid(feats, reference, subsets=subsets, generator=generator,
-                            subset_size=min(subset_size, feats.shape[0], reference.shape[0]))
-    return {"fd": frechet_distance(feats, reference), "kid": kid_mean, "kid_std": kid_std}
+def image_metrics(feats, reference) -> dict:
+    """``fd`` (Frechet distance) and ``kid`` (on all samples) between sample and reference features."""
+    return {"fd": frechet_distance(feats, reference), "kid": kid(feats, reference)}
 
 
 def sample_metrics(x: torch.Tensor, dataset, *, extractor=None, reference=None,
@@ -275,7 +317,8 @@ def sample_metrics(x: torch.Tensor, dataset, *, extractor=None, reference=None,
     ``features.FeatureNet.for_dataset(dataset)``, whose ``reference`` holds the held-out features, or
     ``InceptionFeatures``), against ``reference`` (default: the extractor's ``reference`` if it has one, else the
     features of the held-out split). Other data: ``swd`` (sliced W2) and ``mmd`` against the held-out split, plus
-    ``oracle_metrics`` when the data set has an oracle.
+    ``oracle_metrics`` when the data set has an oracle. Both: precision, recall, density and coverage
+    (``manifold.manifold_metrics``) in the same space.
     """
     if dataset.is_image:
         if extractor is None:
@@ -284,8 +327,10 @@ def sample_metrics(x: torch.Tensor, dataset, *, extractor=None, reference=None,
         if reference is None:
             reference = getattr(extractor, "reference", None)
             reference = extractor.features(dataset.test) if reference is None else reference
-        return image_metrics(extractor.features(x), reference, generator=generator)
-    out = {"swd": sliced_wasserstein(x, dataset.test, generator=generator), "mmd": mmd(x, dataset.test)}
+        feats = extractor.features(x)
+        return {**image_metrics(feats, reference), **manifold_metrics(feats, reference)}
+    out = {"swd": sliced_wasserstein(x, dataset.test, generator=generator), "mmd": mmd(x, dataset.test),
+           **manifold_metrics(x, dataset.test)}
     if dataset.oracle is not None:
         out.update(oracle_metrics(x, dataset.oracle))
     return out

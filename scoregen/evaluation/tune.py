@@ -28,6 +28,7 @@ import json
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import resources
 from numbers import Integral
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from ..runtime.cache import cache_dir as runtime_cache_dir
 
 FIRST_STEP, MAX_STEP = 0.1, 0.3  # trial steps d, as fractions of the log-SNR gap between a time's neighbours
 MIN_STEP = 1e-3  # tuning ends when every time's trial step is below this
+SHIPPED_GRIDS = Path(str(resources.files("scoregen") / "checkpoints" / "grids"))  # the shipped models' tuned grids
 TUNING_SEED = 12_345  # grid_for's tuning draws: not a sweep's (compare draws its rows from --seed, its floor +2)
 
 
@@ -214,16 +216,17 @@ def held_out_errors(eps_model, sde: VPSDE, method: str, t: torch.Tensor, shape, 
 def grid_for(loaded, method: str, steps: int, options: dict | None = None, *, cache_dir=None,
              progress: bool = False) -> torch.Tensor:
     """The tuned ``steps``-step grid of ``method`` (with ``options``) for the model ``loaded``
-    (``models.LoadedModel``): read from ``cache_dir/grids`` (None: ``~/.cache/scoregen``), else tuned by
-    ``optimize_grid`` with its defaults at the model's t_min on the draws of ``TUNING_SEED`` (so that a sweep's
-    own draws are held out) and saved there. The file's name holds a hash of the model's files
-    (``ModelInfo.digest``), so a changed model is tuned afresh."""
+    (``models.LoadedModel``): shipped with the package for its shipped checkpoints (``SHIPPED_GRIDS``), else read
+    from ``cache_dir/grids`` (None: ``~/.cache/scoregen``), else tuned by ``optimize_grid`` with its defaults at the
+    model's t_min on the draws of ``TUNING_SEED`` (so that a sweep's own draws are held out) and saved there. The
+    file's name holds a hash of the model's files (``ModelInfo.digest``), so a changed model is tuned afresh."""
     options, info = dict(options or {}), loaded.info
     key = hashlib.sha1(json.dumps([options, info.t_min], sort_keys=True).encode()).hexdigest()[:8]
-    cache_dir = runtime_cache_dir(cache_dir)
-    path = cache_dir / "grids" / f"{Path(info.path).stem}-{info.digest()}-{method}-{steps}-{key}.json"
-    if path.is_file():
-        return load_grid(path)
+    name = f"{Path(info.path).stem}-{info.digest()}-{method}-{steps}-{key}.json"
+    path = runtime_cache_dir(cache_dir) / "grids" / name
+    for found in (SHIPPED_GRIDS / name, path):
+        if found.is_file():
+            return load_grid(found)
     tuned = optimize_grid(loaded.model, loaded.sde, method, steps, tuple(info.shape), t_min=info.t_min,
                           seed=TUNING_SEED, progress=progress, **options)
     save_grid(path, tuned.t, method=method, steps=steps, options=options, checkpoint=info.path, t_min=info.t_min,

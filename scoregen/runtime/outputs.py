@@ -248,56 +248,81 @@ def _metric_keys(rows: list[dict], metrics) -> list[str]:
     return [k for k in metrics if any(k in r for r in rows)]
 
 
+def _cell(r: dict, key: str) -> str:
+    """``value ± spread`` (and ``(reruns s)``, the spread over reruns, when the row has it)."""
+    cell = _fmt(r.get(key)) + (f" ± {r[key + '_std']:.2g}" if r.get(key + "_std") is not None else "")
+    return cell + (f" (reruns {r[key + '_rerun_std']:.2g})" if r.get(key + "_rerun_std") is not None else "")
+
+
+def _versus(vs: dict | None) -> str:
+    """A row's paired comparison with the reference row (``compare.rank``): its difference ± paired spread, and
+    whether it is resolved at 95%."""
+    if vs is None:
+        return ""
+    if vs["verdict"] == "reference":
+        return "reference"
+    return f"{vs['diff']:+.3g} ± {vs['diff_std']:.2g} {vs['verdict']}"
+
+
 def markdown_table(rows: list[dict], metrics, options: dict) -> str:
     """The rows as a markdown table: the ``metrics`` they have, in that order, each as ``value ± spread``;
-    ``options`` maps a sampler to the options shown for it (other rows show their own)."""
+    ``options`` maps a sampler to the options shown for it (other rows show their own). Rows compared with a
+    reference row (a ``vs`` field) get a column with the difference and its verdict."""
     keys = _metric_keys(rows, metrics)
-    head = ["sampler", "options", "steps", "NFE"] + keys + ["wall s"]
+    vs = next((r["vs"] for r in rows if r.get("vs")), None)
+    head = ["sampler", "options", "steps", "NFE"] + keys + ([f"{vs['metric']} vs {vs['reference']}"] if vs else [])
+    head += ["wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         opts = ", ".join(f"{k}={v}" for k, v in options.get(r["sampler"], r["options"]).items())
         steps = _fmt(r["steps"]) if r.get("tol") is None else f"tol {r['tol']:g}"
-        cells = [r["sampler"], opts, steps, _fmt(r["nfe"])]
-        cells += [_fmt(r.get(k)) + (f" ± {r[k + '_std']:.2g}" if r.get(k + "_std") is not None else "")
-                  for k in keys]
+        cells = [r["sampler"], opts, steps, _fmt(r["nfe"])] + [_cell(r, k) for k in keys]
+        cells += [_versus(r.get("vs"))] if vs else []
         lines.append("| " + " | ".join(cells + [_fmt(r["wall_s"])]) + " |")
     return "\n".join(lines) + "\n"
 
 
 def csv_table(rows: list[dict], metrics) -> bytes:
-    """The rows as CSV: every column of a row but the metrics absent from all rows, options as JSON."""
+    """The rows as CSV: every column of a row but the metrics absent from all rows, options as JSON; the
+    comparison with the reference row as ``vs_diff``, ``vs_diff_std`` and ``vs_verdict``."""
     keys = _metric_keys(rows, metrics)
     head = ["sampler", "method", "options", "steps", "tol", "nfe", "n"]
-    head += [c for k in keys for c in (k, f"{k}_std") if any(c in r for r in rows)] + ["wall_s", "device"]
+    head += [c for k in keys for c in (k, f"{k}_std", f"{k}_rerun_std") if any(c in r for r in rows)]
+    head += ["vs_diff", "vs_diff_std", "vs_verdict"] if any(r.get("vs") for r in rows) else []
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, head, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, head + ["wall_s", "device"], extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({**r, "options": json.dumps(r["options"], sort_keys=True)})
+        vs = {f"vs_{k}": v for k, v in (r.get("vs") or {}).items()}
+        writer.writerow({**r, **vs, "options": json.dumps(r["options"], sort_keys=True)})
     return buf.getvalue().encode()
 
 
-def quality_plot(rows: list[dict], title: str, metrics, log_scale=(), stars=()) -> bytes:
+def quality_plot(rows: list[dict], title: str, metrics, log_scale=(), stars=(), z95: float = 1.96) -> bytes:
     """A PNG with one panel per metric of ``metrics`` the rows have (``log_scale`` ones on a log axis when
     all positive), NFE on a log axis, one line per sampler (``stars``: one large star, for the one-call
     models and single tuned rows), the reference row (the one without NFE: the data floor) dashed; error bars
-    are the spreads. A sampler keeps its colour in every panel, also in those where only some samplers have
-    a value (``ode_err``)."""
+    are 95% intervals (``z95`` spreads). A sampler keeps its colour in every panel, also in those where only
+    some samplers have a value (``ode_err``). Four panels to a line."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     keys = _metric_keys(rows, metrics)
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.8), squeeze=False)
+    ncols = min(4, len(keys))
+    nrows = math.ceil(len(keys) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.8 * nrows), squeeze=False)
+    for ax in axes.flat[len(keys):]:
+        ax.set_visible(False)
     floor_row = next(r for r in rows if r["nfe"] is None)
     labels = list(dict.fromkeys(r["sampler"] for r in rows if r is not floor_row))
     palette = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
     colour = {label: palette(i % palette.N) for i, label in enumerate(labels)}
-    for ax, key in zip(axes[0], keys):
+    for ax, key in zip(axes.flat, keys):
         has = [r for r in rows if r is not floor_row and r.get(key) is not None]
         for label in dict.fromkeys(r["sampler"] for r in has):
             rs = sorted((r for r in has if r["sampler"] == label), key=lambda r: r["nfe"])
-            ax.errorbar([r["nfe"] for r in rs], [r[key] for r in rs], yerr=[r.get(key + "_std", 0) for r in rs],
+            ax.errorbar([r["nfe"] for r in rs], [r[key] for r in rs], yerr=[z95 * r.get(key + "_std", 0) for r in rs],
                         marker="*" if label in stars else "o", ms=10 if label in stars else 4,
                         ls="-" if len(rs) > 1 else "none", capsize=2, label=label, color=colour[label])
         if floor_row.get(key) is not None:
@@ -307,7 +332,7 @@ def quality_plot(rows: list[dict], title: str, metrics, log_scale=(), stars=()) 
         if key in log_scale and all(r[key] > 0 for r in has):
             ax.set_yscale("log")
         ax.set_xlabel("NFE (network calls per sample)")
-        ax.set_title(key)
+        ax.set_title(f"{key} (bars: 95%)")
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()

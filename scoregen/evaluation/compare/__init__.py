@@ -9,23 +9,31 @@
             the same seed (the eps-network's rows from the same prior draws, common random numbers: they
             differ by their sampler only; the VAE's by its own ``sample``, one decoder call), shared by the
             ranks of a torchrun, and measured against the held-out split (``measure``)
-    report  ``report.report(results, out)``: the table, CSV, plot and sample pictures
+    report  ``report.report(results, out)``: the table with each row's verdict, the paragraph of what the run
+            can tell apart, CSV, plot and sample pictures
 
-The metrics (``scoregen.evaluation.metrics``):
+The metrics (``scoregen.evaluation.metrics``, ``scoregen.evaluation.manifold``):
 
-    images         Frechet distance ``fd`` and ``kid`` in the feature network's space, of the samples
+    images         Frechet distance ``fd``, the same extrapolated to infinitely many samples ``fd_inf``
+                   (Chong & Forsyth 2020) and ``kid`` in the feature network's space, of the samples
                    clamped to [-1, 1] (the pictures; ``clipped`` is the share of pixels that needed it)
     other data     sliced Wasserstein ``swd`` and ``mmd`` (unbiased MMD^2)
+    both           ``precision``, ``recall`` (Kynkaanniemi et al. 2019), ``density`` and ``coverage`` (Naeem
+                   et al. 2020): fidelity and diversity apart, in the same space
     mixture oracle ``logp`` (exact mean log-density of the samples), ``logp_data`` (the data's),
                    ``logp_gap``, ``moment_kl`` (exact KL between moment-matched Gaussians)
     deterministic  ``ode_err``: RMS distance per coordinate to the PF-ODE's own map of the same prior draws
     samplers       (``samplers.pf_ode_solution``: dopri5 at 1e-5, computed once), the sampler's own
                    error, free of the sampling noise of the distances above
 
-Every metric carries a spread ``<metric>_std``: KID's is its std over subsets; the others' is the
-half-sampling estimate ``std(metric on random halves) / sqrt(2)`` of the sampling error at n (Politis &
-Romano 1994; variance ~ 1/n). The ``data floor`` row is the same metrics on n real points independent
-of the held-out split (training items, or fresh draws for synthetic data): the best a sampler can score.
+Every metric carries a spread ``<metric>_std``, the sampling error of its value at n with the reference held
+fixed: its standard deviation over ``halves`` random halves of the row's samples (``evaluation.spread``; the
+delete-d jackknife with d = n/2, variance ~ 1/n). Every row is measured on the same halves, so the difference
+between two rows has a paired spread (``rank``): each row is compared with the best row by ``rank_by`` (or the
+``baseline``) and called resolved or tied at 95%, and rows at equal NFE with each other. ``repeats`` draws every
+row from more seeds and adds the spread over them (``<metric>_rerun_std``). The ``data floor`` row is the same
+metrics on n real points independent of the held-out split (training items, or fresh draws for synthetic data):
+the best a sampler can score.
 
 NFE is counted, not assumed: adaptive solvers report what they used. Wall time is sampling alone. A latent
 diffusion model (kind "latent", ``nets.latent``) is sampled on its latents and decoded: its rows add
@@ -36,6 +44,7 @@ folders before any work, and the output written only after every row is measured
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 
@@ -47,7 +56,7 @@ from ...models.loading import load_checked, with_dtype
 from ...runtime import distributed, outputs
 from ...runtime.cache import cache_dir as runtime_cache_dir
 from ...samplers.grids import resolve_grid
-from ..features import InceptionFeatures
+from ..features import InceptionFeatures, load_reference_stats
 from .plan import SWEEPS, Facts, Plan, Sweep
 from .report import markdown_table
 from .run import Results
@@ -80,11 +89,14 @@ def compare(settings: CompareSettings) -> list[dict] | None:
     out = outputs.check_writable(p.out, folder=True)
     main = distributed.is_main()
     inception = None if s.inception_path is None or not main else InceptionFeatures(s.inception_path, device=device)
+    ref_stats = None if s.ref_stats is None else load_reference_stats(s.ref_stats)
+    if s.save_ref_stats is not None:
+        outputs.check_writable(Path(s.save_ref_stats))
 
     started = time.perf_counter()
     models = _models(p, data, dataset, dataset_options, given, s, device, cache_dir)
     results = run.run(p, models, data, s, grid=grid, device=device, dataset_options=dataset_options,
-                      cache_dir=cache_dir, inception=inception, started=started)
+                      cache_dir=cache_dir, inception=inception, ref_stats=ref_stats, started=started)
     if results is None:  # a rank other than 0
         return None
     report.report(results, out, grid_nfe=s.grid_nfe, progress=s.progress and main)

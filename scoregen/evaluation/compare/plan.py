@@ -12,7 +12,10 @@ from pathlib import Path
 from ...core.flow import ADAPTIVE
 from ...models.loading import compute_dtype
 from ...samplers import is_deterministic
+from .rank import LOWER_IS_BETTER, row_name
 from .settings import DEFAULT_N, CompareSettings
+
+RANKABLE = {"image": ("fd", "fd_inf", "kid", "attr_tv", "ode_err"), "vector": ("swd", "mmd", "moment_kl", "ode_err")}
 
 
 @dataclass(frozen=True)
@@ -103,9 +106,16 @@ def check(s: CompareSettings, sweeps: dict = SWEEPS) -> None:
     if not isinstance(s.dataset, str):
         raise ValueError(f"dataset must be a data set name; got {s.dataset!r}")
     check_samplers(s.samplers, sweeps)
-    for name, value, low in (("n", s.n, 2), ("batch_size", s.batch_size, 2)):
+    for name, value, low in (("n", s.n, 4), ("batch_size", s.batch_size, 2)):  # n: two halves of two
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
             raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
+    for name, value, low in (("halves", s.halves, 4), ("repeats", s.repeats, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
+    if s.halves % 2:
+        raise ValueError(f"halves must be even (the two halves of each random partition); got {s.halves}")
+    if s.rank_by is not None and s.rank_by not in LOWER_IS_BETTER:
+        raise ValueError(f"rank_by must be one of {', '.join(LOWER_IS_BETTER)}; got {s.rank_by!r}")
     compute_dtype(s.dtype)
     if not (isinstance(s.grid_nfe, (int, float)) and s.grid_nfe > 0):
         raise ValueError(f"grid_nfe must be a positive number; got {s.grid_nfe!r}")
@@ -176,8 +186,19 @@ def plan(s: CompareSettings, facts: Facts, sweeps: dict = SWEEPS) -> Plan:
     kinds = ("eps", "vae") if any(r.sweep.kind == "vae" for r in rows) else ("eps",)
     if s.vae_checkpoint is not None and "vae" not in kinds:
         raise ValueError("vae_checkpoint given but 'vae' is not in the sweep")
-    if s.inception_path is not None and not facts.is_image:
-        raise ValueError(f"inception_path scores images; {facts.name} samples have shape {facts.shape}")
+    for name in ("inception_path", "ref_stats", "save_ref_stats"):
+        if getattr(s, name) is not None and not facts.is_image:
+            raise ValueError(f"{name} is for images; {facts.name} samples have shape {facts.shape}")
+    kind = "image" if facts.is_image else "vector"
+    if s.rank_by is not None and s.rank_by not in RANKABLE[kind]:
+        raise ValueError(f"rank_by {s.rank_by!r} is not measured on {facts.name}; choose from "
+                         f"{', '.join(RANKABLE[kind])}")
+    names = [row_name(dict(sampler=r.label, steps=r.value, tol=r.value if r.sweep.adaptive else None)) for r in rows]
+    if s.baseline is not None and s.baseline not in names:
+        raise ValueError(f"baseline {s.baseline!r} is not a row of this run; rows: {', '.join(names)}")
+    if s.baseline is not None and s.rank_by == "ode_err" and not rows[names.index(s.baseline)].deterministic:
+        raise ValueError(f"baseline {s.baseline!r} has no ode_err (it is not a map of its prior draws); rank by "
+                         "another metric or name a deterministic row")
     out = Path(s.out) if s.out is not None else Path("results") / facts.name
     return Plan(tuple(rows), n, kinds, out)
 

@@ -12,13 +12,22 @@ import sys
 from pathlib import Path
 
 from ...runtime import outputs
+from ..spread import Z95
 from .plan import SWEEPS
+from .rank import paragraph
 from .run import Results
 
-METRICS = ("fd", "kid", "attr_tv", "swd", "mmd", "logp", "logp_data", "logp_gap", "moment_kl", "ode_err",
-           "clipped")  # columns
-PLOTTED = {"image": ("fd", "kid", "attr_tv"), "vector": ("swd", "mmd"), "oracle": ("moment_kl", "logp_gap"),
-           "deterministic": ("ode_err",)}
+SPREADS = ("Each ± is the sampling error of the value at this n with the reference set held fixed: the spread of "
+           "the metric over {halves} random halves of the row's samples (the delete-d jackknife with d = n/2; "
+           "``scoregen.evaluation.spread``), about 10% uncertain itself. `(reruns s)`: the spread over fresh seeds "
+           "(--repeats). fd_inf is fd extrapolated to infinitely many samples (Chong & Forsyth 2020). The last column "
+           "compares each row with the reference row on the same draws and halves: difference ± paired spread, "
+           "'tied' when its 95% interval holds 0.")
+
+METRICS = ("fd", "fd_inf", "kid", "swd", "mmd", "logp", "logp_data", "logp_gap", "moment_kl", "precision", "recall",
+           "density", "coverage", "attr_tv", "ode_err", "clipped")  # columns
+PLOTTED = ("fd", "fd_inf", "kid", "swd", "mmd", "moment_kl", "logp_gap", "precision", "recall", "attr_tv",
+           "ode_err")  # panels, those the rows have
 LOG_SCALE = ("fd", "swd", "moment_kl", "ode_err")  # positive metrics, plotted on a log axis
 
 
@@ -37,10 +46,12 @@ def report(results: Results, out: Path, *, grid_nfe: float = 100, progress: bool
     title = f"{summary['dataset']}: n = {summary['n']} samples per row, seed {summary['seed']}, {summary['device']}"
     note = f"Model: {summary['checkpoint']} ({summary['model']['format']}, {summary['dtype']})." + (
         "" if results.features_note is None else f" {results.features_note}.")
-    plot = outputs.quality_plot(table, title, sum(PLOTTED.values(), ()), LOG_SCALE,
+    plot = outputs.quality_plot(table, title, PLOTTED, LOG_SCALE, z95=Z95,
                                 stars=[label for label, sweep in SWEEPS.items() if sweep.kind == "vae" or sweep.grid])
-    files = {"compare.csv": outputs.csv_table(table, METRICS),
-             "compare.md": f"# {title}\n\n{note}\n\n{markdown_table(table)}".encode(), "quality_vs_nfe.png": plot}
+    text = f"# {title}\n\n{note}\n\n{SPREADS.format(halves=summary['halves'])}\n\n{markdown_table(table)}\n" \
+           f"{paragraph(summary['ranking'], table)}"
+    files = {"compare.csv": outputs.csv_table(table, METRICS), "compare.md": text.encode(),
+             "quality_vs_nfe.png": plot}
     rows = table[1:]  # the sweep's rows, in the order of results.samples (the data floor has no samples)
     for label in dict.fromkeys(r["sampler"] for r in rows):
         best = min((i for i, r in enumerate(rows) if r["sampler"] == label),

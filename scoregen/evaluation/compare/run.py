@@ -8,6 +8,7 @@ once. What comes back is plain data (``Results``), which ``report`` renders.
 """
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,12 @@ from ...models.loading import LoadedModel, ModelInfo, vae_options
 from ...runtime import distributed
 from ...samplers import pf_ode_solution, sample, steps_onto_zero
 from ...samplers.ode import TOL
-from ..metrics import floor, ode_err
+from ..features import save_reference_stats
+from ..metrics import floor
 from ..tune import grid_for
-from .measure import clip, evaluator, extractor_for, features_note
+from .measure import Evaluator, clip, extractor_for, features_note
 from .plan import Plan, Row
+from .rank import RANK_BY, rank
 from .settings import CompareSettings
 
 FLOOR = "data floor"
@@ -86,14 +89,32 @@ def _reference(loaded: LoadedModel, n: int, chunk: int, shape, device: torch.dev
     return torch.cat([x for x, _ in parts]), max(nfe for _, nfe in parts), time.perf_counter() - begin
 
 
+def _sample(row: Row, grid, models: dict, shape, n: int, chunk: int, seed: int, device: torch.device):
+    """``(x, nfe, resolved options, decoder calls, wall)`` of a row's n samples from ``seed`` on rank 0 (the chunks
+    shared by the ranks, ``map_chunks``), None elsewhere."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    parts = distributed.map_chunks(lambda _, size, g: _draw(row, grid, models[row.sweep.kind], size, shape, g), n,
+                                   chunk, seed=seed, device=device, what=f"the samples of {row.label}")
+    wall = time.perf_counter() - start  # the parts are on the CPU: every chunk has finished
+    if parts is None:
+        return None
+    nfes = [p[1] for p in parts]
+    nfe = sum(nfes) / len(nfes) if row.sweep.adaptive else nfes[0]
+    return torch.cat([p[0] for p in parts]), nfe, parts[0][2], parts[0][3], wall
+
+
 def _sample_rows(rows, grids: list, models: dict, data, n: int, device: torch.device, seed: int, chunk: int,
-                 evaluate, progress: bool) -> tuple[list, list, dict | None]:
-    """Each row's fields and kept samples (the first 64 images or 2000 points) on rank 0 (``map_chunks`` shares
-    the chunks of ``chunk`` samples among the ranks; elsewhere both lists are empty), and what the PF-ODE
-    reference of ``ode_err`` cost (None without one)."""
+                 evaluate: Evaluator | None, progress: bool, repeats: int = 1) -> tuple[list, list, list, dict | None]:
+    """Each row's fields, kept samples (the first 64 images or 2000 points) and draws on the halves on rank 0
+    (``map_chunks`` shares the chunks of ``chunk`` samples among the ranks; elsewhere the lists are empty), and what
+    the PF-ODE reference of ``ode_err`` cost (None without one). ``repeats`` > 1: each row is drawn again from the
+    seeds ``seed + 1``, ..., ``seed + repeats - 1``, and ``<metric>_rerun_std`` is the spread of its metrics over
+    the ``repeats`` runs (``ode_err``'s is not: its reference is solved for ``seed`` alone)."""
     from tqdm.auto import tqdm
 
-    fields, kept, reference, ref = [], [], None, None
+    fields, kept, draws, reference, ref = [], [], [], None, None
     shape = models["eps"].info.shape or data.shape  # what the samplers draw: a latent model's latents
     if any(row.deterministic for row in rows):
         solved = _reference(models["eps"], n, chunk, shape, device, seed)
@@ -102,33 +123,36 @@ def _sample_rows(rows, grids: list, models: dict, data, n: int, device: torch.de
             reference = dict(method="ode", solver="dopri5", tol=TOL, nfe=ref_nfe, wall_s=ref_wall)
     for row, grid in tqdm(list(zip(rows, grids)), desc="compare", disable=not (progress and distributed.is_main()),
                           dynamic_ncols=True):
-        sweep = row.sweep
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        parts = distributed.map_chunks(lambda _, size, g: _draw(row, grid, models[sweep.kind], size, shape, g), n,
-                                       chunk, seed=seed, device=device, what=f"the samples of {row.label}")
-        wall = time.perf_counter() - start  # the parts are on the CPU: every chunk has finished
-        if parts is None:
+        sampled = _sample(row, grid, models, shape, n, chunk, seed, device)
+        reruns = [_sample(row, grid, models, shape, n, chunk, seed + r, device) for r in range(1, repeats)]
+        if sampled is None:
             continue
-        x, nfes, resolved = torch.cat([p[0] for p in parts]), [p[1] for p in parts], parts[0][2]
-        decoded = {"decoder_calls": parts[0][3]} if parts[0][3] else {}  # per sampler call, as nfe
-        err = {"ode_err": ode_err(x, ref)} if row.deterministic else {}
+        x, nfe, resolved, decoder_calls, wall = sampled
+        err = evaluate.ode_err(x, ref) if row.deterministic else None
         x, clipped = clip(x, data)
-        fields.append(dict(sampler=row.label, method=sweep.method, options=resolved,
-                           steps=None if sweep.adaptive else int(row.value), tol=row.value if sweep.adaptive else None,
-                           nfe=sum(nfes) / len(nfes) if sweep.adaptive else nfes[0], n=n, **evaluate(x), **err,
-                           **clipped, **decoded, wall_s=wall, device=str(device)))
+        measured = evaluate(x)
+        values = [evaluate(clip(again[0], data)[0]).fields for again in reruns]
+        rerun = {f"{k}_rerun_std": statistics.stdev([measured.fields[k]] + [v[k] for v in values])
+                 for k in measured.draws} if values else {}
+        decoded = {"decoder_calls": decoder_calls} if decoder_calls else {}  # per sampler call, as nfe
+        fields.append(dict(sampler=row.label, method=row.sweep.method, options=resolved,
+                           steps=None if row.sweep.adaptive else int(row.value),
+                           tol=row.value if row.sweep.adaptive else None, nfe=nfe, n=n, **measured.fields,
+                           **(err.fields if err else {}), **rerun, **clipped, **decoded, wall_s=wall,
+                           device=str(device)))
+        draws.append({**measured.draws, **(err.draws if err else {})})
         kept.append(x[:64 if data.is_image else 2000])
-    return fields, kept, reference
+    return fields, kept, draws, reference
 
 
 def run(plan: Plan, models: dict, data, settings: CompareSettings, *, grid, device: torch.device,
-        dataset_options: dict, cache_dir: Path, inception=None, started: float | None = None) -> Results | None:
+        dataset_options: dict, cache_dir: Path, inception=None, ref_stats=None,
+        started: float | None = None) -> Results | None:
     """Sample and measure every row of ``plan`` (module docstring) with ``models`` (kind -> ``LoadedModel``:
     "eps", and "vae" for a VAE row) on ``grid`` (the settings' grid resolved: a name or times), against
     ``data`` (loaded with ``dataset_options``). ``inception``: ``features.InceptionFeatures`` on rank 0, else
     the data set's feature network (``cache_dir/features``); tuned grids are cached in ``cache_dir/grids``.
+    ``ref_stats``: ``(mean, cov)`` that ``fd`` and ``fd_inf`` are measured against (``measure.Evaluator``).
     ``started``: when the run began, for ``wall_s_total``. Returns the ``Results`` on rank 0, None elsewhere."""
     s, n, rows = settings, plan.n, plan.rows
     started = time.perf_counter() if started is None else started
@@ -136,24 +160,29 @@ def run(plan: Plan, models: dict, data, settings: CompareSettings, *, grid, devi
     chunk = s.batch_size or distributed.CHUNK
     extractor = extractor_for(data, inception=inception, cache_dir=cache_dir, device=device, progress=progress) \
         if data.is_image and main else None
+    if extractor is not None and s.save_ref_stats is not None:
+        save_reference_stats(s.save_ref_stats, extractor.reference)
     with distributed.main_first():  # rank 0 tunes the grids into the cache, the others read them
         grids = [_row_grid(row, grid, models["eps"], cache_dir, progress) if row.sweep.kind == "eps" else "uniform"
                  for row in rows]
-    evaluate = evaluator(data, extractor, n, s.seed) if main else None
-    fields, kept, reference = _sample_rows(rows, grids, models, data, n, device, s.seed, chunk, evaluate, progress)
+    evaluate = Evaluator(data, extractor, n, s.seed, s.halves, ref_stats=ref_stats) if main else None
+    fields, kept, draws, reference = _sample_rows(rows, grids, models, data, n, device, s.seed, chunk, evaluate,
+                                                  progress, s.repeats)
     if not main:
         return None
     source = "oracle draws" if data.oracle is not None else "training items"
     floor_row = dict(sampler=FLOOR, method=None, options={"source": source}, steps=None, tol=None, nfe=None,
-                     n=n, **floor(evaluate, data, n, generator=torch.Generator().manual_seed(s.seed + 2)),
+                     n=n, **floor(evaluate, data, n, generator=torch.Generator().manual_seed(s.seed + 2)).fields,
                      wall_s=None, device=str(device))
+    metric = s.rank_by or RANK_BY["image" if data.is_image else "vector"]
+    ranking = rank(fields, draws, metric, n, s.baseline)
     summary = dict(dataset=data.name, dataset_options=dataset_options, n=n, seed=s.seed, device=str(device),
                    world_size=distributed.world_size(), chunk=chunk,
                    grid=grid if isinstance(grid, str) else grid.tolist(), ode_reference=reference,
                    checkpoint=models["eps"].info.path, model=_model_facts(models["eps"].info),
                    dtype=s.dtype or "fp32", vae_checkpoint=models["vae"].info.path if "vae" in models else None,
-                   feature_net=None if extractor is None else extractor.info,
-                   wall_s_total=time.perf_counter() - started, rows=[floor_row] + fields)
+                   feature_net=None if extractor is None else extractor.info, halves=s.halves, repeats=s.repeats,
+                   ranking=ranking, wall_s_total=time.perf_counter() - started, rows=[floor_row] + fields)
     note = None if extractor is None else features_note(extractor.info, data.name)
     return Results(summary, kept, note)
 

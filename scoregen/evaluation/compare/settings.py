@@ -12,6 +12,8 @@ from ...core.settings import (data_path_setting, dataset_options_setting, device
 from ...models.loading import DTYPES
 from ...runtime.distributed import CHUNK
 from ...samplers.grids import GRIDS
+from ..spread import HALVES
+from .rank import LOWER_IS_BETTER
 
 DEFAULT_N = {"image": 500, "vector": 2000}  # samples per row; --quick: a fifth
 CHECKPOINTS = {"eps": "checkpoint (--checkpoint)", "vae": "vae_checkpoint (--vae-checkpoint)"}  # each kind's setting
@@ -69,7 +71,14 @@ class CompareSettings:
       share (the same samples at any world size).
     - ``cache_dir``: trained models, feature networks and tuned grids (``runtime.cache``).
     - ``inception_path``: ``features.InceptionFeatures`` weights: image rows are then scored in its pool3
-      space, i.e. standard FID and KID, instead of the package's feature network.
+      space, i.e. standard FID and KID, instead of the package's feature network. ``ref_stats``: FID statistics
+      (``features.load_reference_stats``) that ``fd`` and ``fd_inf`` are measured against (published ones, with
+      the same detector); ``save_ref_stats``: where to write the held-out split's (``features.save_reference_stats``).
+    - ``halves``: the random halves of every row's samples on which each metric is recomputed: its spread, and
+      the paired spread of a difference between rows (``evaluation.spread``); ``repeats``: each row drawn from
+      ``repeats`` seeds, the spread over them (``<metric>_rerun_std``) beside the halves'.
+    - ``rank_by``: the metric of the ranking (``compare.rank``; lower is better), ``baseline`` the row all rows
+      are compared with (``rank.row_name``: 'ddim@10', 'ode-dopri5@0.001'; default: the best row).
     - ``progress``: progress bars and the note of what was written, on stderr.
     """
     dataset: str = setting("digits", "the data the samples are measured against: a data set name, an image folder "
@@ -103,6 +112,20 @@ class CompareSettings:
     inception_path: Path | str | None = setting(None, "Inception weights on disk (TorchScript "
                                                       "inception-2015-12-05.pt or a torchvision state dict): "
                                                       "standard FID/KID")
+    ref_stats: Path | str | None = setting(None, "FID statistics (an npz of mu and sigma: published, or from "
+                                                 "--save-ref-stats) that fd and fd_inf are measured against instead "
+                                                 "of the held-out split's features", metavar="FILE.npz")
+    save_ref_stats: Path | str | None = setting(None, "write the held-out split's statistics in the feature space "
+                                                      "(mu, sigma npz, as pytorch-fid and clean-fid)",
+                                                metavar="FILE.npz")
+    halves: int = setting(HALVES, "random halves that give each metric's spread and pair the rows' differences "
+                                  "(even, >= 4)")
+    repeats: int = setting(1, "draw every row again from --seed + 1, ..., + R - 1 and report the spread over the "
+                              "reruns beside the halves' (R times the sampling)", metavar="R")
+    rank_by: str | None = setting(None, "the metric rows are ranked by (default: fd for images, swd otherwise)",
+                                  choices=LOWER_IS_BETTER)
+    baseline: str | None = setting(None, "the row every row is compared with, as SAMPLER@STEPS (SAMPLER@TOL for an "
+                                         "adaptive solver; default: the best row)", metavar="SAMPLER@STEPS")
     progress: bool = progress_setting()
 
 
