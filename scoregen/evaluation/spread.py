@@ -15,9 +15,10 @@ Extrapolation to infinite n: a metric whose bias is linear in 1/N (the Frechet d
 sampling error is m's own: the term it removes is of order 1/n and fluctuates at a higher order.
 
 Calibration (``benchmarks/spread_calibration.py``, ``docs/metrics.md``): for statistics that are means over
-samples (``logp``, precision, density) the spread matches the error over fresh seeds to about 10%; for distances
-near 0, whose fluctuation is mostly quadratic in the samples (fd, mmd, kid, moment_kl), it is 15-35% wide, the
-upward bias of jackknife variances (Efron & Stein 1981), so intervals err on the side of "tied".
+samples (``logp``, precision, recall, density) the spread matches the error over fresh seeds to about 20%; for
+statistics near a boundary, whose fluctuation is mostly quadratic in the samples (fd, mmd, kid, moment_kl, attr_tv,
+coverage near 1), it is 15-70% wide, the upward bias of jackknife variances (Efron & Stein 1981), so intervals err
+on the side of "tied".
 """
 from __future__ import annotations
 
