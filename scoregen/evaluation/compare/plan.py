@@ -12,10 +12,8 @@ from pathlib import Path
 from ...core.flow import ADAPTIVE
 from ...models.loading import compute_dtype
 from ...samplers import is_deterministic
-from .rank import LOWER_IS_BETTER, row_name
+from .rank import LOWER_IS_BETTER, RANKABLE, row_name
 from .settings import DEFAULT_N, CompareSettings
-
-RANKABLE = {"image": ("fd", "fd_inf", "kid", "attr_tv", "ode_err"), "vector": ("swd", "mmd", "moment_kl", "ode_err")}
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ import statistics
 
 from ..spread import paired, samples_to_resolve
 
-LOWER_IS_BETTER = ("fd", "fd_inf", "kid", "attr_tv", "swd", "mmd", "moment_kl", "ode_err")  # rankable metrics
-RANK_BY = {"image": "fd", "vector": "swd"}  # the default metric of each kind of data
+RANKABLE = {"image": ("fd", "fd_inf", "kid", "attr_tv", "ode_err"),  # lower is better; the first the default
+            "vector": ("swd", "mmd", "moment_kl", "ode_err")}
+LOWER_IS_BETTER = tuple(dict.fromkeys(sum(RANKABLE.values(), ())))  # every rankable metric
+RANK_BY = {kind: metrics[0] for kind, metrics in RANKABLE.items()}  # the default metric of each kind of data
 SHOWN = 5  # ties whose samples to resolve the paragraph names
 
 
@@ -108,4 +110,4 @@ def paragraph(ranking: dict | None, rows: list[dict]) -> str:
     return " ".join(lines) + "\n"
 
 
-__all__ = ["LOWER_IS_BETTER", "RANK_BY", "row_name", "rank", "paragraph"]
+__all__ = ["RANKABLE", "LOWER_IS_BETTER", "RANK_BY", "row_name", "rank", "paragraph"]
