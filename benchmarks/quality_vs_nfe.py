@@ -7,7 +7,8 @@ Every row starts from the same n prior draws x_1 (seeded). Two measures:
     fd        Frechet distance to the held-out digits in the package's feature network (as ``scoregen
               compare``), of the samples clamped to [-1, 1], with its half-sampling spread
 
-Rows: DDIM, DPM-Solver++(2M) and (3M), UniPC (bh2, orders 2 and 3), EDM's Heun (K steps, 2K - 1 NFE),
+Rows: DDIM, DPM-Solver++(2M) and (3M), UniPC (bh2, orders 2 and 3), DEIS (tAB3), iPNDM (4), EDM's Heun (K steps,
+2K - 1 NFE), the solver learned for the model (``tune_solver.solver_for``, where one is shipped at that NFE),
 DPM-Solver++(2M) and UniPC on the model's tuned grids, and diffusers' ``DPMSolverMultistepScheduler`` (dpmsolver++,
 order 2) and ``UniPCMultistepScheduler`` (bh2, order 2) driving the same network on their own default
 timesteps (``scoregen.reference``); at 5, 10 and 20 NFE. Stochastic rows (DPM-Solver++(2M) SDE, EDM with
@@ -17,6 +18,8 @@ churn) have an FD only. References: the converged PF-ODE (dopri5 at 1e-4) and 10
     python benchmarks/quality_vs_nfe.py --ddpm-steps 0        # without the DDPM reference: about 8 minutes
     python benchmarks/quality_vs_nfe.py --replot              # redraw the plot of the saved JSON
     python benchmarks/quality_vs_nfe.py --device cuda --out results/gpu/quality_vs_nfe.json
+    python benchmarks/quality_vs_nfe.py --nfes 5 --rows ddim dpmpp-2m unipc-2 deis ipndm learned --ddpm-steps 0 \
+        --out benchmarks/results/quality_at_5_nfe.json     # the learned solver at 5 NFE beside its peers
 
 Writes results/quality_vs_nfe.json and .png beside this file (or ``--out``), and prints the table.
 """
@@ -37,6 +40,7 @@ from scoregen.evaluation.spread import half_sampling_std
 from scoregen.models.loading import load_checked
 from scoregen.models.zoo import shipped_checkpoint
 from scoregen.evaluation.tune import grid_for
+from scoregen.evaluation.tune_solver import solver_for
 
 from harness import clock, machine, save_json, shared_options
 
@@ -50,6 +54,8 @@ ROWS = {
     "unipc-2": ("unipc", {"order": 2}, lambda nfe: nfe),
     "unipc-3": ("unipc", {"order": 3}, lambda nfe: nfe),
     "heun": ("heun", {}, lambda nfe: (nfe + 1) // 2),
+    "deis": ("deis", {}, lambda nfe: nfe),
+    "ipndm": ("ipndm", {}, lambda nfe: nfe),
     "dpmpp-2m-sde": ("dpmpp", {"order": 2, "eta": 1.0}, lambda nfe: nfe),
     "heun-churn": ("heun", {"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 50.0, "s_noise": 1.003},
                    lambda nfe: (nfe + 1) // 2),
@@ -72,6 +78,9 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ddpm-steps", type=int, default=1000, help="steps of the ancestral DDPM reference (0: none)")
+    p.add_argument("--nfes", type=int, nargs="+", default=list(NFES), help="NFE of the rows (default: %(default)s)")
+    p.add_argument("--rows", nargs="+", default=[*ROWS, *PEERS, "tuned", "learned"],
+                   help="rows to run (default: all; 'learned': the shipped solvers learned for the model)")
     args = p.parse_args(argv)
     if args.replot:
         saved = json.loads(args.out.read_text())
@@ -103,8 +112,10 @@ def main(argv=None):
     measure("pf-ode dopri5 1e-4", lambda: (lambda r: (r.x, r.nfe))(sg.pf_ode_solution(net, sde, x1, t_min=t_min,
                                                                                      tol=1e-4)), deterministic=True)
     gen = lambda: torch.Generator(device).manual_seed(args.seed + 1)  # noqa: E731 (the stochastic rows' noise)
-    for nfe in NFES:
+    for nfe in args.nfes:
         for label, (method, options, steps) in ROWS.items():
+            if label not in args.rows:
+                continue
             det = sg.samplers.is_deterministic(method, options)
 
             def run(method=method, options=options, steps=steps):
@@ -112,10 +123,16 @@ def main(argv=None):
                 return r.x, r.nfe
             measure(label, run, nfe, deterministic=det, method=method, options=options, steps=steps(nfe))
         for label, (name, config) in PEERS.items():
+            if label not in args.rows:
+                continue
             sched = reference.scheduler(name, sde, nfe, **config)
             measure(label, lambda sched=sched: reference.run(sched, net, x1), nfe, deterministic=True,
                     timesteps=[int(k) for k in sched.timesteps])
-    for method, options, steps in TUNED:
+        solver = solver_for(loaded, nfe) if "learned" in args.rows else None
+        if solver is not None:
+            measure("learned", lambda solver=solver: (lambda r: (r.x, r.nfe))(solver.sample(net, sde, x1.shape, x1=x1)),
+                    nfe, deterministic=True, method="learned", steps=nfe, grid=solver.t.tolist())
+    for method, options, steps in TUNED if "tuned" in args.rows else ():
         grid = grid_for(loaded, method, steps, options, progress=True)
         measure(f"{method}-tuned", lambda: (lambda r: (r.x, r.nfe))(sg.sample(net, sde, x1.shape, method, grid=grid,
                                                                             x1=x1, **options)),

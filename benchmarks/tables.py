@@ -17,11 +17,13 @@ from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ("README.md", "docs/metrics.md")
+PAGES = ("README.md", "docs/metrics.md", "docs/solvers.md")
 LABELS = {"ddpm": "DDPM, ancestral", "ddim": "DDIM", "sde": "reverse SDE, Euler-Maruyama (torchsde)",
           "ode-heun": "PF-ODE, Heun (torchdiffeq)", "ode-dopri5": "PF-ODE, dopri5 (tolerances)",
           "dpmpp": "DPM-Solver++(2M)", "dpmpp-tuned": "DPM-Solver++(2M), tuned grid", "unipc": "UniPC (bh2)",
-          "heun": "EDM Heun", "vae": "VAE, decoder mean", "data floor": "data floor"}
+          "heun": "EDM Heun", "deis": "DEIS (tAB3)", "dpmpp-2m": "DPM-Solver++(2M)",
+          "unipc-2": "UniPC (bh2)", "ipndm": "iPNDM (4)", "learned": "learned for the model",
+          "vae": "VAE, decoder mean", "data floor": "data floor"}
 VERDICT = {"reference": "**best**", "tied": "tied", "worse": "worse", "better": "better"}
 
 
@@ -85,12 +87,42 @@ def calibration_table(result: dict) -> str:
     return "\n".join(lines) + f"\n\n<sub>{result['seeds']} seeds of n = {result['n']}; {result['date']}.</sub>\n"
 
 
+def learned_table(result: dict) -> str:
+    """learned_solvers.json: per checkpoint and K, the learned solver's held-out ode_err beside the best fixed
+    solver's and DDIM's and DPM-Solver++(2M)'s on the uniform grid, what learning cost and the file's size."""
+    lines = ["| model | NFE | learned (tuning) | best fixed (solver-grid) | DPM-Solver++(2M) | DDIM | learned / best "
+             "| learning | file |", "|" + "---|" * 9]
+    for model, by_k in result.items():
+        for k, r in sorted(by_k.items(), key=lambda kv: int(kv[0])):
+            held = r["held_out"]
+            lines.append(f"| {model} | {k} | **{held['learned']:.3f}** ({r['tuning']:.3f}) | {r['best_fixed_err']:.3f} "
+                         f"({r['best_fixed']}) | {held['dpmpp-uniform']:.3f} | {held['ddim-uniform']:.3f} | "
+                         f"{r['ratio']:.2f} | {r['minutes']:.1f} min | {r['file_bytes'] / 1e3:.1f} kB |")
+    return "\n".join(lines) + "\n"
+
+
+def quality_table(result: dict) -> str:
+    """quality_vs_nfe.json (a run of some rows): each row's NFE, ode_err and FD with its spread, and FD as a
+    multiple of the converged PF-ODE's (dopri5 at 1e-4)."""
+    rows = result["rows"]
+    converged = next(r["fd"] for r in rows if r["label"] == "pf-ode dopri5 1e-4")
+    lines = ["| sampler | NFE | ode_err | FD | FD / converged PF-ODE's |", "|---|---|---|---|---|"]
+    for r in rows:
+        err = "" if r.get("ode_err") is None else f"{r['ode_err']:.4f}"
+        lines.append(f"| {LABELS.get(r['label'], r['label'])} | {r['nfe']:g} | {err} | {_num(r['fd'])} ± "
+                     f"{_num(r['fd_std'], 2)} | {r['fd'] / converged:.2f} |")
+    facts = f"n = {result['n']} prior draws, seed {result['seed']}, {result['device']}"
+    return "\n".join(lines) + f"\n\n<sub>{facts}.</sub>\n"
+
+
 TABLES = {
     "compare_digits": ("docs/figures/compare_digits.json",
                        partial(compare_table, metrics=("fd", "fd_inf", "precision", "recall", "ode_err"))),
     "compare_cartoon": ("docs/figures/compare_cartoon.json",
                         partial(compare_table, metrics=("fd", "fd_inf", "precision", "recall", "attr_tv", "ode_err"))),
     "spread_calibration": ("benchmarks/results/spread_calibration.json", calibration_table),
+    "learned_solvers": ("benchmarks/results/learned_solvers.json", learned_table),
+    "quality_at_5_nfe": ("benchmarks/results/quality_at_5_nfe.json", quality_table),
 }
 MARK = re.compile(r"(<!-- table: (\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
 

@@ -30,7 +30,8 @@ def gmm_run(tmp_path_factory):
 
 def test_gmm_quick_writes_every_file_and_row(gmm_run, capsys):
     files = {p.name for p in gmm_run.iterdir()}
-    samplers = ("ddpm", "ddim", "sde", "ode-heun", "ode-dopri5", "dpmpp", "dpmpp-tuned", "unipc", "heun")  # no VAE
+    samplers = ("ddpm", "ddim", "sde", "ode-heun", "ode-dopri5", "dpmpp", "dpmpp-tuned", "unipc", "heun", "deis",
+                "ipndm", "learned")  # no VAE
     assert files == {"compare.json", "compare.csv", "compare.md", "quality_vs_nfe.png"} | \
         {f"samples_{s}.png" for s in samplers}  # no temporary file left over
     summary = json.loads((gmm_run / "compare.json").read_text())
@@ -38,13 +39,16 @@ def test_gmm_quick_writes_every_file_and_row(gmm_run, capsys):
     assert [(r["sampler"], r["steps"], r["tol"]) for r in rows] == [
         ("data floor", None, None), ("ddpm", 10, None), ("ddpm", 1000, None), ("ddim", 10, None),
         ("ddim", 100, None), ("sde", 50, None), ("ode-heun", 10, None), ("ode-dopri5", None, 1e-3),
-        ("dpmpp", 10, None), ("dpmpp-tuned", 10, None), ("unipc", 10, None), ("heun", 5, None)]
+        ("dpmpp", 10, None), ("dpmpp-tuned", 10, None), ("unipc", 10, None), ("heun", 5, None), ("deis", 5, None),
+        ("ipndm", 5, None), ("learned", 5, None)]
     assert summary["n"] == 400 and all(r["n"] == 400 for r in rows)
     # NFE as counted: one call per DDPM/DDIM step, Euler-Maruyama + final denoise, two per Heun step + 1
     nfe = {(r["sampler"], r["steps"]): r["nfe"] for r in rows}
     assert nfe["ddpm", 10] == 10 and nfe["ddpm", 1000] == 1000 and nfe["ddim", 100] == 100
     assert nfe["sde", 50] == 51 and nfe["ode-heun", 10] == 21 and nfe["ode-dopri5", None] > 10
     assert nfe["dpmpp", 10] == nfe["dpmpp-tuned", 10] == nfe["unipc", 10] == 10 and nfe["heun", 5] == 9
+    assert nfe["deis", 5] == nfe["ipndm", 5] == nfe["learned", 5] == 5
+    assert rows[-1]["options"] == {"fallback": "unipc", "grid": "uniform"}  # no solver learned for this MLP
     for r in rows:
         for key in ("swd", "mmd", "logp", "logp_gap", "moment_kl", "precision", "recall", "density", "coverage"):
             assert r[key + "_std"] > 0, (r["sampler"], key)
@@ -79,7 +83,7 @@ def test_ode_err_on_deterministic_rows_ranks_the_ode_solvers(gmm_run):
     by = {(r["sampler"], r["steps"]): r for r in summary["rows"]}
     assert {k for k, r in by.items() if "ode_err" in r} == {
         ("ddim", 10), ("ddim", 100), ("ode-heun", 10), ("ode-dopri5", None), ("dpmpp", 10), ("dpmpp-tuned", 10),
-        ("unipc", 10), ("heun", 5)}
+        ("unipc", 10), ("heun", 5), ("deis", 5), ("ipndm", 5), ("learned", 5)}
     assert summary["ode_reference"]["solver"] == "dopri5" and summary["ode_reference"]["tol"] == 1e-5
     err = {k: r["ode_err"] for k, r in by.items() if "ode_err" in r}
     assert max(err["ode-dopri5", None], err["ddim", 100]) < 0.2 * err["ddim", 10]
@@ -116,7 +120,8 @@ def _checkpoint(path, dataset="gmm", dim=2, **options):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(samplers=["ddpm", "euler"]),
-     "unknown sampler.*'euler'.*valid: ddpm, ddim, sde, ode-heun, ode-dopri5, dpmpp, dpmpp-tuned, unipc, heun, vae"),
+     "unknown sampler.*'euler'.*valid: ddpm, ddim, sde, ode-heun, ode-dopri5, dpmpp, dpmpp-tuned, unipc, heun, deis, "
+     "ipndm, learned, vae"),
     (dict(dataset="mnist"), "unknown dataset 'mnist'.*valid: .*digits"),
     (dict(samplers=[]), "empty sweep"),
     (dict(steps={"ddpm": []}), "empty sweep: no step counts for 'ddpm'"),
@@ -287,10 +292,10 @@ def test_the_plan_is_pure_and_gives_the_rows_of_small_settings(tmp_path, monkeyp
     p = plan(CompareSettings(tols=[1e-2], quick=True), images)
     assert [(r.label, r.value) for r in p.rows] == [
         ("ddpm", 4), ("ddim", 4), ("sde", 4), ("ode-heun", 4), ("ode-dopri5", 1e-2), ("dpmpp", 4),
-        ("dpmpp-tuned", 4), ("unipc", 4), ("heun", 4), ("vae", 1)]
+        ("dpmpp-tuned", 4), ("unipc", 4), ("heun", 4), ("deis", 4), ("ipndm", 4), ("learned", 4), ("vae", 1)]
     assert p.kinds == ("eps", "vae") and p.n == 100
     foreign = plan(CompareSettings(samplers=None, steps=[2], n=8), replace(images, grid_steps=None, foreign=True))
-    assert [r.label for r in foreign.rows][-1] == "heun" and foreign.kinds == ("eps",)
+    assert [r.label for r in foreign.rows][-1] == "learned" and foreign.kinds == ("eps",)
     with pytest.raises(ValueError, match="n must be at most 1000 for digits"):
         plan(CompareSettings(n=1001), images)
     assert list(tmp_path.iterdir()) == []

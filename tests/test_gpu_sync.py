@@ -12,9 +12,12 @@ import scoregen as sg
 from scoregen.models.nets import build_model
 from scoregen.samplers import choices
 from scoregen.core.flow import FIXED
+from scoregen.evaluation.tune_solver import exponential_adams
+from scoregen.samplers.grids import time_grid
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
+LEARNED = exponential_adams(sg.VPSDE(), time_grid(sg.VPSDE(), "uniform", 4, 0.0))  # a solver of 4 calls
 ODE_SYNCS = pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
     "torchdiffeq's fixed-grid loop moves the times to the state's device and compares them on it "
     "(`t1 >= t[j]`, torchdiffeq/_impl/solvers.py): one sync a step, as samplers/ode.py says"))
@@ -25,8 +28,9 @@ CASES = [pytest.param(method, {key: value}, id=f"{method}-{key}={value}",
                                      ("dpmpp", "order", (1, 2, 3)), ("dpmpp", "eta", (1.0,)),
                                      ("dpmpp", "variant", ("singlestep",)), ("unipc", "order", (1, 2, 3)),
                                      ("unipc", "variant", ("bh1",)), ("heun", "s_churn", (0.0, 1.0)),
-                                     ("pc", "predictor", choices("pc")["predictor"]))
-         for value in values]
+                                     ("pc", "predictor", choices("pc")["predictor"]),
+                                     ("deis", "basis", choices("deis")["basis"]), ("ipndm", "order", (4,)))
+         for value in values] + [pytest.param("learned", {"solver": LEARNED, "grid": LEARNED.t}, id="learned")]
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +63,9 @@ def run(eps_model, method, options, nfe=None):
     g = torch.Generator("cuda").manual_seed(0)
     model = eps_model if nfe is None else SyncWindow(eps_model, nfe)
     try:
-        res = sg.sample(model, sg.VPSDE(), (4, 1, 8, 8), method, 4 if method != "ode" else 2,
-                        generator=g, device="cuda", dtype=torch.float32, **options)
+        steps = None if "grid" in options else 4 if method != "ode" else 2
+        res = sg.sample(model, sg.VPSDE(), (4, 1, 8, 8), method, steps, generator=g, device="cuda",
+                        dtype=torch.float32, **options)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     return res, model

@@ -12,7 +12,9 @@ from scoregen.models.loading import load_model, with_dtype
 from scoregen.models.zoo import model_for, shipped_checkpoint
 from scoregen.models.nets import LatentDiffusion
 from scoregen.models.nets.vae import linear_vae
+from scoregen.evaluation.tune_solver import exponential_adams
 from scoregen.samplers import METHODS
+from scoregen.samplers.grids import time_grid
 from scoregen.models.train import train
 
 W, B = torch.tensor([[1.5, 0.4], [-0.3, 0.8]]), torch.tensor([0.2, -0.1])   # the decoder x = W z + B
@@ -91,8 +93,10 @@ def test_training_on_a_vaes_codes_resumes_bit_exactly_and_samples_with_every_met
     data = load_dataset("digits")
     u = model.encode(data.train, gen())
     assert u.mean(0).abs().max() < 0.1 and (u.std(0) - 1).abs().max() < 0.1
+    learned = exponential_adams(loaded.sde, time_grid(loaded.sde, "uniform", 3, 0.0))
     for method in METHODS:
-        res = sg.sample(model, loaded.sde, (4, 16), method, 3, generator=gen())
+        run = {"grid": learned.t, "solver": learned} if method == "learned" else {"steps": 3}
+        res = sg.sample(model, loaded.sde, (4, 16), method, generator=gen(), **run)
         assert res.x.shape == (4, 1, 8, 8) and res.latents.shape == (4, 16) and res.decoder_calls == 1
     bf16 = with_dtype(loaded, "bf16").model
     assert isinstance(bf16, LatentDiffusion) and bf16.vae is model.vae

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from scoregen.app import cli
-from scoregen.app.commands import ExportSettings, SampleSettings, TuneGridSettings
+from scoregen.app.commands import ExportSettings, SampleSettings, TuneGridSettings, TuneSettings
 from scoregen.core.settings import (add_arguments, count, declared, default_of, from_args, given, parse_options,
                                     setting, thread_count)
 from scoregen.evaluation.compare import CompareSettings
@@ -17,8 +17,10 @@ from scoregen.evaluation.likelihood import LikelihoodSettings
 from scoregen.models.checkpoint import TrainConfig, TrainRun
 
 SETTINGS = {"train": (TrainRun, TrainConfig), "export": (ExportSettings,), "sample": (SampleSettings,),
-            "tune-grid": (TuneGridSettings,), "likelihood": (LikelihoodSettings,), "compare": (CompareSettings,)}
-REQUIRED = {"export": ["a.pt", "b.pt"], "tune-grid": ["a.pt", "--method", "ddim", "--steps", "3"]}
+            "tune-grid": (TuneGridSettings,), "tune": (TuneSettings,), "likelihood": (LikelihoodSettings,),
+            "compare": (CompareSettings,)}
+REQUIRED = {"export": ["a.pt", "b.pt"], "tune-grid": ["a.pt", "--method", "ddim", "--steps", "3"],
+            "tune": ["a.pt", "--steps", "3"]}
 
 
 def subparser(command: str) -> argparse.ArgumentParser:

@@ -40,6 +40,11 @@ ABOUT = {  # command -> (its line in `scoregen --help`, its description)
                   "the PF-ODE's own map of the same prior draws (scoregen.tune). Writes the grid with its errors on "
                   "the tuning draws and on fresh ones, beside every named grid's; `scoregen sample --grid FILE` "
                   "runs on it."),
+    "tune": ("learn for a checkpoint a sampler's time grid (--learn grid) or a whole solver (--learn solver)",
+             "Learn for a checkpoint what makes few network calls land where the PF-ODE lands: a sampler's grid "
+             "(--learn grid, as tune-grid) or a solver's weights, grid and network times (--learn solver, "
+             "scoregen.evaluation.tune_solver), measured on fresh draws beside every fixed solver; `scoregen "
+             "sample --solver FILE` and `scoregen compare` run it."),
     "likelihood": ("bits/dim of held-out data: PF-ODE, DDPM bound, VAE ELBO and IWAE, and the VAE with a diffusion "
                    "prior",
                    "Bits/dim of the held-out split under the given models, one convention (scoregen.likelihood): a "
@@ -102,6 +107,7 @@ COMMANDS = {"train": (_add_train, _run_train),
             "export": _command(".commands", "ExportSettings", "export"),
             "sample": _command(".commands", "SampleSettings", "sample"),
             "tune-grid": _command(".commands", "TuneGridSettings", "tune_grid"),
+            "tune": _command(".commands", "TuneSettings", "tune"),
             "likelihood": _command("..evaluation.likelihood", "LikelihoodSettings", "table", "markdown_table"),
             "compare": _command("..evaluation.compare", "CompareSettings", "compare", "markdown_table")}
 

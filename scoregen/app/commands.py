@@ -40,6 +40,8 @@ class SampleSettings:
                                  "mean=False (repeatable)", factory=dict, flag="--option", short="-o",
                             metavar="KEY=VALUE", repeat=True, parse=lambda items: parse_options(items,
                                                                                                  reserved=SAMPLE_FLAGS))
+    solver: Path | None = setting(None, "a learned solver's file (`scoregen tune --learn solver`): it fixes the "
+                                        "method, steps and grid", metavar="FILE.json")
     n: int = setting(64, "number of samples", short="-n", parse=count(1))
     seed: int = setting(0, "seed of the first chunk of samples")
     batch_size: int = setting(CHUNK, "samples per sampler call, each call seeded from --seed and its index, so that "
@@ -90,6 +92,11 @@ def sample(settings: SampleSettings) -> dict | None:
     else:
         model, sde, info = with_dtype(loaded, s.dtype)
         label, grid = s.method or "ddim", grid_arg(s.grid, s.steps)
+        if s.solver is not None:
+            from ..samplers.learned import load_solver
+            if any(flag is not None for flag in (s.method, s.steps, s.grid)) or options:
+                raise ValueError("--solver fixes the method, steps and grid: give no --method, --steps, --grid or -o")
+            label, grid, options = "learned", load_solver(s.solver).t, {"solver": str(s.solver)}
         options = {**({} if isinstance(grid, torch.Tensor) else {"t_min": info.t_min}), **options,
                    **({"grid": grid} if grid is not None else {})}
         res = distributed.sample(model, sde, (s.n, *info.shape), label, steps=s.steps, seed=s.seed, chunk=s.batch_size,
@@ -141,7 +148,7 @@ class TuneGridSettings:
     """``scoregen tune-grid``: the sampler and step count to tune for a checkpoint, the draws and the file."""
     checkpoint: Path | None = setting(None, "eps-network: a checkpoint (e.g. scoregen/checkpoints/digits.pt) or a "
                                             "diffusers folder", positional=True, required=True)
-    method: str | None = setting(None, "deterministic sampler: ddim, dpmpp, unipc, heun, ode (a fixed-grid solver)",
+    method: str | None = setting(None, "deterministic sampler: ddim, dpmpp, unipc, deis, ipndm, heun, ode (fixed grid)",
                                  required=True)
     steps: int | None = setting(None, "number of steps K", parse=count(1), required=True)
     options: dict = setting(help="method option, e.g. -o order=3 -o solver=heun2 (repeatable)", factory=dict,
@@ -183,6 +190,62 @@ def tune_grid(settings: TuneGridSettings):
               f"named ({best}), {errors['tuned'] / errors[best]:.3f}x")
     print(f"{s.method}, {s.steps} steps, tuned in {tuned.evaluations} runs -> {s.out}")
     return tuned
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """``scoregen tune``: what to learn for a checkpoint (a sampler's grid, or a whole solver), on which draws."""
+    checkpoint: Path | None = setting(None, "eps-network: a checkpoint (e.g. scoregen/checkpoints/digits.pt) or a "
+                                            "diffusers folder", positional=True, required=True)
+    learn: str = setting("grid", "grid: the times of --method (as tune-grid); solver: the weights, times and network "
+                                 "times of a solver of --steps calls (scoregen.evaluation.tune_solver)",
+                         choices=("grid", "solver"))
+    method: str | None = setting(None, "--learn grid: the deterministic sampler whose grid is tuned")
+    steps: int | None = setting(None, "number of steps K (network calls of a learned solver)", parse=count(1),
+                                required=True)
+    options: dict = setting(help="--learn grid: method option, e.g. -o order=3 (repeatable)", factory=dict,
+                            flag="--option", short="-o", metavar="KEY=VALUE", repeat=True,
+                            parse=lambda items: parse_options(items, reserved=TUNE_FLAGS))
+    n: int = setting(None, "prior draws learned on (default: 256 for a grid, 512 for a solver)", short="-n",
+                     parse=count(2))
+    seed: int = setting(0, "seed of the tuning draws; the held-out draws use seed + 1")
+    max_evals: int = setting(200, "--learn grid: most sampler runs", parse=count(0))
+    iters: int = setting(150, "--learn solver: Adam steps, each K network calls at batch 128 and their gradient",
+                         parse=count(0))
+    out: Path | None = setting(None, "the file (default: grid.json; a solver goes where `scoregen sample --solver` "
+                                     "and `scoregen compare` find it, the cache's solvers/)")
+    device: str | None = device_setting()
+    progress: bool = progress_setting()
+
+
+def tune(settings: TuneSettings):
+    """``--learn grid``: ``tune_grid``. ``--learn solver``: learn the K-call solver (``tune_solver.optimize_solver``),
+    measure it and every fixed solver on held-out draws and write its file; returns the ``LearnedSolver``."""
+    s = settings
+    if s.learn == "grid":
+        return tune_grid(TuneGridSettings(s.checkpoint, s.method, s.steps, s.options, s.n or 256, s.seed, s.max_evals,
+                                          s.out or Path("grid.json"), s.device, s.progress))
+    from ..evaluation.tune_solver import held_out_solver_errors, optimize_solver, solver_path
+    from ..models import load_checked
+    from ..runtime.outputs import check_writable
+    from ..samplers.learned import save_solver
+
+    if s.method is not None or s.options:
+        raise ValueError("--learn solver learns the solver itself: give no --method or -o")
+    model, sde, info = load_checked(s.checkpoint, "eps", device=s.device)
+    out = check_writable(s.out or solver_path(info, s.steps)[1])
+    shape, references = tuple(info.shape), {}
+    solver = optimize_solver(model, sde, s.steps, shape, n=s.n or 512, seed=s.seed, t_min=info.t_min,
+                             iters=s.iters, progress=s.progress, references=references)
+    held = held_out_solver_errors(model, sde, solver, shape, n=s.n or 512, seed=s.seed + 1, t_min=info.t_min,
+                                  progress=s.progress)
+    solver.info.update(checkpoint=info.path, errors={**solver.info["errors"], "held_out": held})
+    save_solver(out, solver)
+    best = min((v, k) for k, v in held.items() if k != "learned")
+    print(f"held out (n={s.n or 512}, seed {s.seed + 1}): ode_err {held['learned']:.4g} learned vs {best[0]:.4g} best "
+          f"fixed ({best[1]}), {held['learned'] / best[0]:.3f}x")
+    print(f"a {s.steps}-call solver learned in {solver.info['minutes']:.1f} min -> {out}")
+    return solver
 
 
 @dataclass(frozen=True)

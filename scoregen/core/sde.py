@@ -122,7 +122,8 @@ class VPSDE:
             return -(self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t ** 2)
         if self.schedule == "cosine":
             phi = self._phi0 + t * (self._phi1 - self._phi0)
-            return 2 * (torch.log(torch.cos(phi)) - math.log(math.cos(self._phi0)))
+            # clamped: at t = 0 the difference rounds to +3e-20, and sigma(0) = sqrt(-expm1(+3e-20)) is NaN
+            return (2 * (torch.log(torch.cos(phi)) - math.log(math.cos(self._phi0)))).clamp(max=0.0)
         knots, i, w = self._segment(t)
         return knots[i] * (1 - w) + knots[i + 1] * w
 

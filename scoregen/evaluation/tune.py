@@ -18,8 +18,8 @@ improved. Interior times stay in
 worse on them. Cost: ``max_evals`` sampler runs (each its NFE) plus one reference solve.
 
 Only deterministic samplers have an end point to match (``samplers.is_deterministic``: ddim and dpmpp with
-eta = 0, heun without churn, unipc, ode with a fixed-grid solver; an adaptive ode solver uses only the
-grid's end points). ``held_out_errors`` checks a grid on fresh prior draws against every named grid.
+eta = 0, heun without churn, unipc, deis, ipndm, ode with a fixed-grid solver; an adaptive ode solver uses
+only the grid's end points). ``held_out_errors`` checks a grid on fresh prior draws against every named grid.
 """
 from __future__ import annotations
 
@@ -82,17 +82,19 @@ def _counting(eps_model, desc: str, progress: bool):
 
 class _EndPointError:
     """``ode_err`` of ``method`` on a grid against the PF-ODE's map of n prior draws (``seed``), the reference
-    solved once (``progress``: a bar of its network calls); ``fixed`` / ``fixed_errors``: the named grids at
-    ``steps`` and their errors."""
+    solved once (``progress``: a bar of its network calls; ``reference_nfe``: its calls, 0 when taken) or
+    taken from ``references`` (a dict shared by several tunings of one model, keyed by the draws); ``fixed``
+    / ``fixed_errors``: the named grids at ``steps`` and their errors."""
 
-    def __init__(self, eps_model, sde, method, steps, shape, n, seed, t_min, device, dtype, options, progress):
+    def __init__(self, eps_model, sde, method, steps, shape, n, seed, t_min, device, dtype, options, progress,
+                 references: dict | None = None):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
         if not is_deterministic(method, options) or (method == "ode" and options.get(
                 "solver", method_options("ode")["solver"]) in ADAPTIVE):
             raise ValueError(f"method {method!r} with options {options} is not a deterministic map of the prior "
                              "draw on the grid's times; tunable: ddim and dpmpp with eta = 0, heun with "
-                             "s_churn = 0, unipc, and ode with a fixed-grid solver")
+                             "s_churn = 0, unipc, deis, ipndm, and ode with a fixed-grid solver")
         for name, value, low in (("steps", steps, 1), ("n", n, 2)):
             if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
@@ -108,7 +110,12 @@ class _EndPointError:
         self.fixed = {name: sampling_grid(sde, name, steps, t_min, steps_onto_zero(method))[0] for name in GRIDS}
         with _counting(eps_model, f"PF-ODE reference, seed {seed}", progress):
             samples = {name: sample(grid=t, **self.run).x for name, t in self.fixed.items()}  # options checked first
-            self.reference = pf_ode_solution(eps_model, sde, self.x1, t_min=t_min, device=device, dtype=dtype).x
+            references = {} if references is None else references
+            key, self.reference_nfe = (n, seed, t_min, tuple(shape)), 0
+            if key not in references:
+                solved = pf_ode_solution(eps_model, sde, self.x1, t_min=t_min, device=device, dtype=dtype)
+                references[key], self.reference_nfe = solved.x, solved.nfe
+            self.reference = references[key]
         self.fixed_errors = {name: ode_err(x, self.reference) for name, x in samples.items()}
         self.evaluations = 0
 
@@ -141,7 +148,7 @@ def optimize_grid(eps_model, sde: VPSDE, method: str, steps: int, shape, *, n: i
 
     Args:
         eps_model, sde: as for ``sample``.
-        method: a deterministic sampler (ddim, dpmpp, unipc, heun, ode with a fixed-grid solver); options: its
+        method: a deterministic sampler (ddim, dpmpp, unipc, deis, ipndm, heun, ode with a fixed grid); options: its
             options (eta = 0 / s_churn = 0 where it has them).
         steps: K >= 1 (K = 1 has no interior time: the best named grid is returned).
         shape: the shape of one sample, e.g. (2,) or the U-Net's ``model.shape``.

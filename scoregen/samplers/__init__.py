@@ -26,18 +26,22 @@ from ..core.flow import Model, check_finite, check_model, kind_of, model_device_
 from .common import Recorder, Trajectory, check_grid, check_memory
 from .ddim import sample_ddim
 from .ddpm import sample_ddpm
+from .deis import sample_deis, sample_ipndm
 from .dpmpp import sample_dpmpp
 from .grids import GRIDS, sampling_grid
 from .heun import sample_heun
+from .learned import sample_learned
 from .ode import TOL, sample_ode
 from .pc import sample_pc
 from .sde import sample_sde
 from .unipc import sample_unipc
 
 METHODS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "sde": sample_sde, "ode": sample_ode,
-           "dpmpp": sample_dpmpp, "unipc": sample_unipc, "heun": sample_heun, "pc": sample_pc}
+           "dpmpp": sample_dpmpp, "unipc": sample_unipc, "deis": sample_deis, "ipndm": sample_ipndm,
+           "heun": sample_heun, "pc": sample_pc, "learned": sample_learned}
 STEPS = {"ddpm": 1000, "ddim": 50, "sde": 1000, "ode": 20,  # default step counts
-         "dpmpp": 20, "unipc": 20, "heun": 18, "pc": 1000}
+         "dpmpp": 20, "unipc": 20, "deis": 10, "ipndm": 10, "heun": 18, "pc": 1000,
+         "learned": 5}
 _CONTRACT = ("generator", "record")  # keyword-only parameters every sampler has, which are not options
 
 
@@ -68,9 +72,10 @@ def steps_onto_zero(method: str) -> bool:
 
 def is_deterministic(method: str, options: dict | None = None) -> bool:
     """Whether ``method`` with ``options`` is a deterministic map of the prior draw (it draws no noise after
-    x1): ddim and dpmpp with eta = 0, heun without churn, unipc and every ode solver."""
+    x1): ddim and dpmpp with eta = 0, heun without churn, unipc, deis, ipndm, learned and every ode solver."""
     o = {**method_options(method), **(options or {})}
-    return method in ("ddim", "dpmpp", "heun", "unipc", "ode") and not o.get("eta") and not o.get("s_churn")
+    return method in ("ddim", "dpmpp", "heun", "unipc", "deis", "ipndm", "learned", "ode") and not o.get("eta") \
+        and not o.get("s_churn")
 
 
 def summary(method: str) -> str:

@@ -56,6 +56,7 @@ from ...models.loading import load_checked, with_dtype
 from ...runtime import distributed, outputs
 from ...runtime.cache import cache_dir as runtime_cache_dir
 from ...samplers.grids import resolve_grid
+from ...samplers.learned import load_solver
 from ..features import InceptionFeatures, load_reference_stats
 from .plan import SWEEPS, Facts, Plan, Sweep
 from .report import markdown_table
@@ -84,7 +85,8 @@ def compare(settings: CompareSettings) -> list[dict] | None:
     data = load_dataset(dataset, **dataset_options)
     facts = Facts(data.name, tuple(data.shape), data.is_image, data.train.shape[0],
                   grid_steps=len(grid) - 1 if isinstance(grid, torch.Tensor) else None,
-                  foreign=given is not None and given.info.config is None)
+                  foreign=given is not None and given.info.config is None,
+                  solver_steps=None if s.solver is None else load_solver(s.solver).steps)
     p = plan.plan(s, facts, SWEEPS)
     out = outputs.check_writable(p.out, folder=True)
     main = distributed.is_main()

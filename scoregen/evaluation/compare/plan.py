@@ -23,7 +23,9 @@ class Sweep:
     (``core.flow.kind_of``): "eps", sampled by the samplers' ``method`` (an eps-network, or a latent diffusion
     model on its latents), or "vae", by ``VAE.sample`` (one decoder call; ``method`` is then only its label,
     and the data must be images). ``grid``: "tuned" runs on the model's tuned grid for this sampler and step
-    count (``tune.grid_for``), None on the run's grid."""
+    count (``tune.grid_for``), "learned" by the solver learned for the model at this NFE (``--solver``, or
+    ``tune_solver.solver_for``; where there is none, ``tune_solver.BASE`` on the run's grid), None on the
+    run's grid."""
     method: str
     options: dict
     values: tuple
@@ -46,6 +48,9 @@ SWEEPS = {
     "dpmpp-tuned": Sweep("dpmpp", {}, (10,), (10,), grid="tuned"),
     "unipc": Sweep("unipc", {}, (5, 10, 20), (10,)),
     "heun": Sweep("heun", {}, (3, 5, 10), (5,)),                # EDM: 2K - 1 NFE, 5, 9 and 19
+    "deis": Sweep("deis", {}, (3, 4, 5, 6, 8, 10), (5,)),         # tAB, order 3
+    "ipndm": Sweep("ipndm", {}, (3, 4, 5, 6, 8, 10), (5,)),
+    "learned": Sweep("learned", {}, (3, 4, 5, 6, 8, 10), (5,), grid="learned"),  # tune_solver's, else unipc
     "vae": Sweep("vae", {}, (1,), (1,), kind="vae"),  # the conv VAE of nets.vae
 }
 
@@ -68,13 +73,15 @@ class Facts:
     """What the plan knows of the data and of a given eps-network: the data set's ``name`` (the default
     output folder), one sample's ``shape``, whether it ``is_image``, its ``n_train`` training items (the most
     the data floor can take), ``grid_steps`` (the step count of an explicit grid, which fixes every fixed-step
-    row's) and whether the given model is ``foreign`` (not a scoregen checkpoint: no VAE of its own to compare)."""
+    row's), whether the given model is ``foreign`` (not a scoregen checkpoint: no VAE of its own to compare) and
+    ``solver_steps``, the NFE of a given learned solver's file (the one row of the sweep "learned")."""
     name: str
     shape: tuple
     is_image: bool
     n_train: int
     grid_steps: int | None = None
     foreign: bool = False
+    solver_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -134,7 +141,8 @@ def _check_values(label: str, values, sweeps: dict) -> tuple:
     return values
 
 
-def _rows(samplers, steps, tols, quick: bool, is_image: bool, grid_steps: int | None, sweeps: dict) -> list[Row]:
+def _rows(samplers, steps, tols, quick: bool, is_image: bool, grid_steps: int | None, sweeps: dict,
+          solver_steps: int | None = None) -> list[Row]:
     """The rows of the sweep: ``steps`` a list for every fixed-step sampler or a dict sampler -> list
     (tolerances for adaptive ones), ``tols`` a list for every adaptive sampler. ``grid_steps``: the step
     count of an explicit grid, which every fixed-step sampler then runs at."""
@@ -155,7 +163,11 @@ def _rows(samplers, steps, tols, quick: bool, is_image: bool, grid_steps: int | 
             if explicit:
                 raise ValueError(f"sampler {label!r} needs image data (nets.vae builds convolutional VAEs)")
             continue
-        if label in per_label:
+        if sweep.grid == "learned" and solver_steps is not None:
+            if label in per_label:
+                raise ValueError(f"the solver file fixes the steps of {label!r} ({solver_steps}): give it none")
+            values = (solver_steps,)
+        elif label in per_label:
             values = per_label[label]
         elif sweep.adaptive and tols is not None:
             values = tols
@@ -176,7 +188,10 @@ def plan(s: CompareSettings, facts: Facts, sweeps: dict = SWEEPS) -> Plan:
     samplers = s.samplers
     if samplers is None and s.vae_checkpoint is None and facts.foreign:
         samplers = [label for label, sweep in sweeps.items() if sweep.kind != "vae"]  # no VAE of theirs to compare
-    rows = _rows(samplers, s.steps, s.tols, s.quick, facts.is_image, facts.grid_steps, sweeps)
+    rows = _rows(samplers, s.steps, s.tols, s.quick, facts.is_image, facts.grid_steps, sweeps, facts.solver_steps)
+    if s.solver is not None and not any(r.sweep.grid == "learned" for r in rows):
+        learned = ", ".join(k for k, v in sweeps.items() if v.grid == "learned")
+        raise ValueError(f"solver given but no sampler of the sweep runs it: add {learned} to the samplers")
     n = s.n or DEFAULT_N["image" if facts.is_image else "vector"] // (5 if s.quick else 1)
     if facts.is_image and n > facts.n_train:
         raise ValueError(f"n must be at most {facts.n_train} for {facts.name}: the data floor compares "

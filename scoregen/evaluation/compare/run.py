@@ -18,10 +18,12 @@ import torch
 from ...models.loading import LoadedModel, ModelInfo, vae_options
 from ...runtime import distributed
 from ...samplers import pf_ode_solution, sample, steps_onto_zero
+from ...samplers.learned import LearnedSolver, load_solver
 from ...samplers.ode import TOL
 from ..features import save_reference_stats
 from ..metrics import floor
 from ..tune import grid_for
+from ..tune_solver import BASE, solver_for
 from .measure import Evaluator, clip, extractor_for, features_note
 from .plan import Plan, Row
 from .rank import RANK_BY, rank
@@ -40,13 +42,21 @@ class Results:
     features_note: str | None = None
 
 
-def _row_grid(row: Row, grid, loaded: LoadedModel, cache_dir: Path, progress: bool):
+def _row_grid(row: Row, grid, loaded: LoadedModel, cache_dir: Path, progress: bool, solver=None):
     """The grid a row runs on: the run's rule by name; the run's explicit grid, its last time set to the
-    model's t_min for samplers that stop there (``steps_onto_zero``) when it ends at 0; or the model's
-    tuned grid (``tune.grid_for``)."""
+    model's t_min for samplers that stop there (``steps_onto_zero``) when it ends at 0; the model's tuned
+    grid (``tune.grid_for``); or, for a "learned" row, its ``LearnedSolver`` (the file ``solver``, else
+    ``tune_solver.solver_for``), or the run's grid when there is none (the row falls back to ``BASE``)."""
     sweep = row.sweep
     if sweep.grid == "tuned":
         return grid_for(loaded, sweep.method, int(row.value), sweep.options, cache_dir=cache_dir, progress=progress)
+    if sweep.grid == "learned":
+        found = load_solver(solver) if solver is not None else solver_for(loaded, int(row.value), cache_dir=cache_dir)
+        if found is not None:
+            return found
+        k = int(row.value)
+        print(f"no solver learned for {loaded.info.path} at {k} NFE: row {row.label}@{k} runs {BASE} "
+              f"instead (learn one with `scoregen tune {loaded.info.path} --learn solver --steps {k}`)")
     if not isinstance(grid, torch.Tensor) or steps_onto_zero(sweep.method) or grid[-1] > 0:
         return grid
     t_min = loaded.info.t_min
@@ -63,6 +73,14 @@ def _draw(row: Row, grid, loaded: LoadedModel, size: int, shape, generator) -> t
     if sweep.kind == "vae":
         options = vae_options(sweep.options)
         return loaded.model.sample(size, generator=generator, **options), 1, options, 0
+    if isinstance(grid, LearnedSolver):
+        res = grid.sample(loaded.model, loaded.sde, (size, *shape), generator=generator)
+        return res.x, res.nfe, {"grid": "learned", "t": grid.t.tolist()}, res.decoder_calls
+    if sweep.grid == "learned":  # no solver learned at this NFE
+        res = sample(loaded.model, loaded.sde, (size, *shape), BASE, grid=grid, generator=generator,
+                     steps=None if isinstance(grid, torch.Tensor) else int(value),
+                     t_min=None if isinstance(grid, torch.Tensor) else loaded.info.t_min)
+        return res.x, res.nfe, {"fallback": BASE, "grid": res.options["grid"]}, res.decoder_calls
     options = dict(sweep.options, **({"rtol": value, "atol": value} if sweep.adaptive else {}))
     explicit = isinstance(grid, torch.Tensor)
     res = sample(loaded.model, loaded.sde, (size, *shape), sweep.method, grid=grid, generator=generator,
@@ -163,8 +181,8 @@ def run(plan: Plan, models: dict, data, settings: CompareSettings, *, grid, devi
     if extractor is not None and s.save_ref_stats is not None:
         save_reference_stats(s.save_ref_stats, extractor.reference)
     with distributed.main_first():  # rank 0 tunes the grids into the cache, the others read them
-        grids = [_row_grid(row, grid, models["eps"], cache_dir, progress) if row.sweep.kind == "eps" else "uniform"
-                 for row in rows]
+        grids = [_row_grid(row, grid, models["eps"], cache_dir, progress, s.solver) if row.sweep.kind == "eps"
+                 else "uniform" for row in rows]
     evaluate = Evaluator(data, extractor, n, s.seed, s.halves, ref_stats=ref_stats) if main else None
     fields, kept, draws, reference = _sample_rows(rows, grids, models, data, n, device, s.seed, chunk, evaluate,
                                                   progress, s.repeats)

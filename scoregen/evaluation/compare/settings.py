@@ -105,6 +105,9 @@ class CompareSettings:
     grid: str | Path | torch.Tensor = setting("uniform", f"time grid of every sampler: a name ({', '.join(GRIDS)}) "
                                                          "or a grid file (JSON, e.g. from `scoregen tune-grid`; it "
                                                          "fixes the steps)")
+    solver: Path | str | None = setting(None, "a learned solver's file (`scoregen tune --learn solver`) for the row "
+                                              "`learned` (default: the model's shipped or cached ones, else unipc)",
+                                        metavar="FILE.json")
     grid_nfe: float = setting(100, "NFE of the sample pictures")
     batch_size: int | None = setting(CHUNK, "samples per sampler call, each seeded from --seed and its index: the "
                                             "unit that torchrun's processes share")
