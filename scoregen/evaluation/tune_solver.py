@@ -10,13 +10,13 @@ on a cosine, the gradient through the K network calls (the network's weights sta
 Start: UniPC's best named grid on the same draws (the one ``optimize_grid`` would start from), the
 exponential Adams-Bashforth weights of order ``START_ORDER`` and the Adams-Moulton weights of one more on it
 (``learned.adams_weights``; UniPC-2's UniP and UniC are approximations of these, and like it the start
-converges at order 3), tau = t and g = 1. The result is the better
-of start and end on all the tuning draws, so it is never worse there.
+converges at order 3), tau = t and g = 1. The result is the better of start and end on all the tuning
+draws, so it is never worse there.
 
-What is learned: K - 1 interior times (as shares of the log-SNR range, a softmax, so the grid stays ordered),
-K network times (a shift in log-SNR from the state's own time), K state scales and
-K HISTORY + (K - 1)(HISTORY + 1) weights (as corrections to the start's): 10K - 5 numbers, 45 at K = 5. Few
-against n x dim matched coordinates, but the tuning draws are one sample: the held-out error
+What is learned: K - 1 interior times (as shares of the log-SNR range, a softmax, so the grid stays
+ordered), K network times (a shift in log-SNR from the state's own time), K state scales and
+K HISTORY + (K - 1)(HISTORY + 1) weights (as corrections to the start's): 10K - 5 numbers, 45 at K = 5.
+Few against n x dim matched coordinates, but the tuning draws are one sample: the held-out error
 (``held_out_solver_errors``, on a seed the solver was not learned on) is the number to report.
 """
 from __future__ import annotations

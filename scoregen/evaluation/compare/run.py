@@ -55,8 +55,9 @@ def _row_grid(row: Row, grid, loaded: LoadedModel, cache_dir: Path, progress: bo
         if found is not None:
             return found
         k = int(row.value)
-        print(f"no solver learned for {loaded.info.path} at {k} NFE: row {row.label}@{k} runs {BASE} "
-              f"instead (learn one with `scoregen tune {loaded.info.path} --learn solver --steps {k}`)")
+        if distributed.is_main():
+            print(f"no solver learned for {loaded.info.path} at {k} NFE: row {row.label}@{k} runs {BASE} "
+                  f"instead (learn one with `scoregen tune {loaded.info.path} --learn solver --steps {k}`)")
     if not isinstance(grid, torch.Tensor) or steps_onto_zero(sweep.method) or grid[-1] > 0:
         return grid
     t_min = loaded.info.t_min
