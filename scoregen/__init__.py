@@ -15,14 +15,15 @@ _SUBMODULES = {
     "models": "models", "adapters": "models.adapters", "train": "models.train", "zoo": "models.zoo",
     "likelihood": "evaluation.likelihood", "metrics": "evaluation.metrics", "features": "evaluation.features",
     "manifold": "evaluation.manifold", "spread": "evaluation.spread",
-    "control": "evaluation.control", "tune": "evaluation.tune", "compare": "evaluation.compare",
+    "control": "evaluation.control", "tune": "evaluation.tune", "tune_solver": "evaluation.tune_solver",
+    "compare": "evaluation.compare",
     "outputs": "runtime.outputs", "distributed": "runtime.distributed",
 }
 _EXPORTS = {
     "VPSDE": "sde", "T_MIN": "sde",
     "GaussianMixture": "data", "load_dataset": "data", "Dataset": "data",
     "sample": "samplers", "SampleResult": "samplers", "pf_ode_solution": "samplers",
-    "optimize_grid": "tune", "METHODS": "samplers", "GRIDS": "samplers",
+    "optimize_grid": "tune", "optimize_solver": "tune_solver", "METHODS": "samplers", "GRIDS": "samplers",
     "log_likelihood": "likelihood", "ddpm_bound": "likelihood", "bits_per_dim": "likelihood",
     "latent_elbo": "likelihood",
     "QuantizedDataWarning": "quantization",
