@@ -131,7 +131,7 @@ def test_tune_learns_a_solver_that_sample_and_compare_run(tmp_path, capsys):
     assert "solver given but no sampler of the sweep runs it: add learned to the samplers" in err
 
 
-@pytest.mark.parametrize("steps", [3, 4, 5, 6, 10])
+@pytest.mark.parametrize("steps", [3, 4, 5, 6, 8, 10])
 def test_the_shipped_digits_solvers_are_found_and_beat_every_fixed_solver_held_out(steps):
     """benchmarks/learned_solvers.py --ship: each file is found for the shipped checkpoint (no learning at run
     time), is small, and its held-out error (512 draws of seed 1) is below every fixed solver's on every grid."""
