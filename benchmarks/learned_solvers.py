@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from scoregen.evaluation.tune import TUNING_SEED
-from scoregen.evaluation.tune_solver import held_out_solver_errors, optimize_solver, solver_path
+from scoregen.evaluation.tune_solver import best_fixed, learn_solver, solver_path
 from scoregen.models import load_model
 from scoregen.runtime.outputs import write_atomic
 from scoregen.samplers.learned import save_solver
@@ -44,21 +44,20 @@ def main(argv=None):
         info, shape, references = loaded.info, tuple(loaded.info.shape), {}
         for k in a.steps:
             start = time.perf_counter()
-            solver = optimize_solver(loaded.model, loaded.sde, k, shape, n=a.n, seed=TUNING_SEED, t_min=info.t_min,
-                                     iters=a.iters, lr=a.lr, progress=True, references=references)
-            held = held_out_solver_errors(loaded.model, loaded.sde, solver, shape, n=a.n_held, seed=1,
-                                          t_min=info.t_min, references=references)
-            solver.info["errors"]["held_out"] = held
+            solver = learn_solver(loaded.model, loaded.sde, k, shape, n=a.n, seed=TUNING_SEED, held_out_seed=1,
+                                  n_held=a.n_held, t_min=info.t_min, iters=a.iters, lr=a.lr, progress=True,
+                                  references=references)
+            held = solver.info["errors"]["held_out"]
             shipped, cached = solver_path(info, k)
             path = save_solver(shipped if a.ship else cached, solver)
-            best = min((v, name) for name, v in held.items() if name != "learned")
-            row = {"steps": k, "learned": held["learned"], "best_fixed": best[1], "best_fixed_err": best[0],
-                   "ratio": held["learned"] / best[0], "tuning": solver.info["errors"]["tuning"]["learned"],
+            name, err = best_fixed(held)
+            row = {"steps": k, "learned": held["learned"], "best_fixed": name, "best_fixed_err": err,
+                   "ratio": held["learned"] / err, "tuning": solver.info["errors"]["tuning"]["learned"],
                    "minutes": (time.perf_counter() - start) / 60, "calls": solver.info["calls"],
                    "file_bytes": path.stat().st_size, "file": str(path), "held_out": held}
             results.setdefault(Path(ckpt).stem, {})[str(k)] = row
-            print(f"{Path(ckpt).stem} K={k}: held-out ode_err {held['learned']:.4f} vs best fixed {best[0]:.4f} "
-                  f"({best[1]}), {row['minutes']:.1f} min, {row['file_bytes']} bytes -> {path}", flush=True)
+            print(f"{Path(ckpt).stem} K={k}: held-out ode_err {held['learned']:.4f} vs best fixed {err:.4f} "
+                  f"({name}), {row['minutes']:.1f} min, {row['file_bytes']} bytes -> {path}", flush=True)
             write_atomic(a.out, (json.dumps(results, indent=1) + "\n").encode())
 
 

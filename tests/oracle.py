@@ -1,6 +1,7 @@
 """What the sampler tests share: the Gaussian with its exact PF-ODE map, the gmm2d mixture with its exact
-density, and the measures against them (RMS error, convergence slopes, the z-score of the mean log-density
-and the covariance error in units of their floors; the ``floors`` fixture is in conftest.py)."""
+density, a tiny image-shaped eps-net (equality with diffusers' schedulers), and the measures against them
+(RMS error, convergence slopes, the z-score of the mean log-density and the covariance error in units of their
+floors; the ``floors`` fixture is in conftest.py)."""
 import math
 
 import torch
@@ -17,6 +18,21 @@ N = 4000  # samples per distribution check
 
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
+
+
+class TinyNet(torch.nn.Module):
+    """An image-shaped eps-model: sigma(t) x (exact for N(0, I) data) plus a small random conv net of (x, t)."""
+
+    def __init__(self):
+        super().__init__()
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            self.a, self.b = torch.nn.Conv2d(2, 8, 3, padding=1), torch.nn.Conv2d(8, 1, 3, padding=1)
+
+    def forward(self, x, t):
+        tt = t.view(-1, 1, 1, 1).expand_as(x)
+        h = self.b(torch.nn.functional.silu(self.a(torch.cat([x, tt], 1))))
+        return SDE.sigma(t).view(-1, 1, 1, 1) * x + 0.3 * torch.tanh(h)
 
 
 def exact_flow(x1, t):

@@ -11,7 +11,7 @@ from scoregen.core.flow import Model
 from scoregen.samplers.grids import sampling_grid, time_grid
 from scoregen.samplers.logsnr import step_orders
 
-from oracle import F64, GAUSS, GMM, SDE, exact_flow, gen, rms, slopes
+from oracle import F64, GAUSS, GMM, SDE, TinyNet, exact_flow, gen, rms, slopes
 
 
 # --- order of convergence on the exact Gaussian flow ----------------------------------------------
@@ -147,21 +147,6 @@ def test_sde_first_order_with_eta_1_is_ancestral_ddpm_draw_for_draw(grid):
 DIFFUSERS = [("dpmpp", {}, {})] + [
     ("unipc", {"solver_order": o, "solver_type": v, "corrector": c}, {"order": o, "variant": v, "corrector": c})
     for o in (2, 3) for v in ("bh2", "bh1") for c in (True, False)]
-
-
-class TinyNet(torch.nn.Module):
-    """An image-shaped eps-model: sigma(t) x (exact for N(0, I) data) plus a small random conv net of (x, t)."""
-
-    def __init__(self):
-        super().__init__()
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            self.a, self.b = torch.nn.Conv2d(2, 8, 3, padding=1), torch.nn.Conv2d(8, 1, 3, padding=1)
-
-    def forward(self, x, t):
-        tt = t.view(-1, 1, 1, 1).expand_as(x)
-        h = self.b(torch.nn.functional.silu(self.a(torch.cat([x, tt], 1))))
-        return SDE.sigma(t).view(-1, 1, 1, 1) * x + 0.3 * torch.tanh(h)
 
 
 def diffusers_diff(name, config, options, steps, x1, eps_model):

@@ -219,13 +219,13 @@ class TuneSettings:
 
 
 def tune(settings: TuneSettings):
-    """``--learn grid``: ``tune_grid``. ``--learn solver``: learn the K-call solver (``tune_solver.optimize_solver``),
-    measure it and every fixed solver on held-out draws and write its file; returns the ``LearnedSolver``."""
+    """``--learn grid``: ``tune_grid``. ``--learn solver``: learn the K-call solver and measure it beside every fixed
+    solver on held-out draws (``tune_solver.learn_solver``), write its file; returns the ``LearnedSolver``."""
     s = settings
     if s.learn == "grid":
         return tune_grid(TuneGridSettings(s.checkpoint, s.method, s.steps, s.options, s.n or 256, s.seed, s.max_evals,
                                           s.out or Path("grid.json"), s.device, s.progress))
-    from ..evaluation.tune_solver import held_out_solver_errors, optimize_solver, solver_path
+    from ..evaluation.tune_solver import best_fixed, learn_solver, solver_path
     from ..models import load_checked
     from ..runtime.outputs import check_writable
     from ..samplers.learned import save_solver
@@ -233,17 +233,15 @@ def tune(settings: TuneSettings):
     if s.method is not None or s.options:
         raise ValueError("--learn solver learns the solver itself: give no --method or -o")
     model, sde, info = load_checked(s.checkpoint, "eps", device=s.device)
-    out = check_writable(s.out or solver_path(info, s.steps)[1])
-    shape, references = tuple(info.shape), {}
-    solver = optimize_solver(model, sde, s.steps, shape, n=s.n or 512, seed=s.seed, t_min=info.t_min,
-                             iters=s.iters, progress=s.progress, references=references)
-    held = held_out_solver_errors(model, sde, solver, shape, n=s.n or 512, seed=s.seed + 1, t_min=info.t_min,
-                                  progress=s.progress)
-    solver.info.update(checkpoint=info.path, errors={**solver.info["errors"], "held_out": held})
+    out, n = check_writable(s.out or solver_path(info, s.steps)[1]), s.n or 512
+    solver = learn_solver(model, sde, s.steps, tuple(info.shape), n=n, seed=s.seed, t_min=info.t_min, iters=s.iters,
+                          progress=s.progress)
+    solver.info["checkpoint"] = info.path
     save_solver(out, solver)
-    best = min((v, k) for k, v in held.items() if k != "learned")
-    print(f"held out (n={s.n or 512}, seed {s.seed + 1}): ode_err {held['learned']:.4g} learned vs {best[0]:.4g} best "
-          f"fixed ({best[1]}), {held['learned'] / best[0]:.3f}x")
+    held = solver.info["errors"]["held_out"]
+    name, err = best_fixed(held)
+    print(f"held out (n={n}, seed {s.seed + 1}): ode_err {held['learned']:.4g} learned vs {err:.4g} best fixed "
+          f"({name}), {held['learned'] / err:.3f}x")
     print(f"a {s.steps}-call solver learned in {solver.info['minutes']:.1f} min -> {out}")
     return solver
 

@@ -75,8 +75,7 @@ class _Parameters(torch.nn.Module):
         self.sde = sde
         lam_end = sde.log_snr(torch.tensor([1.0, t_min], dtype=torch.float64))
         self.lam_1, self.lam_min = lam_end[0], lam_end[1]
-        lam = torch.cat([sde.log_snr(t[:-1]), self.lam_min[None]])
-        lam[0] = self.lam_1
+        lam = torch.cat([sde.log_snr(t[:-1]), self.lam_min[None]])  # t[0] = 1: lam[0] = lam_1
         self.a = torch.nn.Parameter(torch.log((lam[1:] - lam[:-1]) / (self.lam_min - self.lam_1)))
         k = len(t) - 1
         self.shift = torch.nn.Parameter(torch.zeros(k, dtype=torch.float64))
@@ -208,12 +207,35 @@ def held_out_solver_errors(eps_model, sde: VPSDE, solver: LearnedSolver, shape, 
     err = _EndPointError(eps_model, sde, "ddim", solver.steps, shape, n, seed, t_min, device, dtype, {}, progress,
                          references)
     run = dict(x1=err.x1, device=err.x1.device, dtype=err.x1.dtype)
-    errors = {"learned": ode_err(solver.sample(eps_model, sde, err.x1.shape, **run).x, err.reference)}
+    errors = {"learned": ode_err(solver.sample(eps_model, sde, err.x1.shape, **run).x, err.reference),
+              **{f"ddim-{grid}": e for grid, e in err.fixed_errors.items()}}  # err measured ddim's
     for name, (method, options) in FIXED.items():
-        for grid, t in err.fixed.items():
+        for grid, t in err.fixed.items() if name != "ddim" else ():
             x = sample(eps_model, sde, err.x1.shape, method, grid=t, **run, **options).x
             errors[f"{name}-{grid}"] = ode_err(x, err.reference)
     return errors
+
+
+
+def best_fixed(errors: dict) -> tuple[str, float]:
+    """The fixed solver-grid of least error in ``held_out_solver_errors``' result, and its error."""
+    return min(((k, v) for k, v in errors.items() if k != "learned"), key=lambda kv: kv[1])
+
+
+def learn_solver(eps_model, sde: VPSDE, steps: int, shape, *, n: int = 512, seed: int = 0,
+                 held_out_seed: int | None = None, n_held: int | None = None, t_min: float | None = None,
+                 references: dict | None = None, progress: bool = False, **options) -> LearnedSolver:
+    """``optimize_solver`` on n draws of ``seed`` (``options``: its iters, batch, lr, device, dtype), then
+    ``held_out_solver_errors`` on ``n_held`` (None: n) draws of ``held_out_seed`` (None: seed + 1), kept in
+    ``info["errors"]["held_out"]``: a solver with the numbers its file should carry."""
+    solver = optimize_solver(eps_model, sde, steps, shape, n=n, seed=seed, t_min=t_min, progress=progress,
+                             references=references, **options)
+    held = held_out_solver_errors(eps_model, sde, solver, shape, n=n_held or n,
+                                  seed=seed + 1 if held_out_seed is None else held_out_seed, t_min=t_min,
+                                  device=options.get("device"), dtype=options.get("dtype"), progress=progress,
+                                  references=references)
+    solver.info["errors"]["held_out"] = held
+    return solver
 
 
 SHIPPED_SOLVERS = Path(str(resources.files("scoregen") / "checkpoints" / "solvers"))  # the shipped models'
@@ -236,4 +258,5 @@ def solver_for(loaded, steps: int, *, cache_dir=None) -> LearnedSolver | None:
     return None
 
 
-__all__ = ["optimize_solver", "held_out_solver_errors", "solver_for", "solver_path", "START_ORDER", "BASE"]
+__all__ = ["optimize_solver", "held_out_solver_errors", "learn_solver", "best_fixed", "solver_for", "solver_path",
+           "START_ORDER", "BASE"]

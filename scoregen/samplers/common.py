@@ -1,11 +1,15 @@
 """What every sampler shares: the trajectory recorder, the checks of a grid and of the memory a request needs,
-the one-step Gaussian transition q(x_t | x_s) and the coefficients moved to the model's device. The network's
+the one-step Gaussian transition q(x_t | x_s), the coefficients moved to the model's device and the reading of
+the JSON files samplers take (grid files, learned solvers). The network's
 eps/x0 view (``Model``) and the final denoising step live in ``core.flow``, the checks of option values in
 ``core.checks``."""
 from __future__ import annotations
 
+import errno
+import json
 import math
 import os
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -79,3 +83,17 @@ def transition(sde: VPSDE, t: torch.Tensor, s: torch.Tensor):
 def on(model: Model, *tensors: torch.Tensor) -> list[torch.Tensor]:
     """Move precomputed coefficients to the model's device and dtype (once, before the loop)."""
     return [c.to(device=model.device, dtype=model.dtype) for c in tensors]
+
+
+def read_json(path, what: str):
+    """The JSON of the file at ``path``; a folder, a missing file or invalid JSON raises an error naming the
+    path and ``what`` it should be (e.g. "grid file")."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"{path} is a folder, not a {what}")
+    if not path.is_file():
+        raise FileNotFoundError(errno.ENOENT, f"no {what} at {path}")
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a {what}: not valid JSON ({e})") from None

@@ -18,7 +18,6 @@ A grid file (``save_grid``, ``load_grid``) holds the times themselves as JSON: `
 """
 from __future__ import annotations
 
-import errno
 import json
 from numbers import Real
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 from ..core.checks import check_t_min
 from ..core.sde import T_MIN, VPSDE
 from ..runtime.outputs import write_atomic
-from .common import check_grid
+from .common import check_grid, read_json
 
 RHO = 7.0
 
@@ -131,15 +130,7 @@ def resolve_grid(grid) -> str | torch.Tensor:
 def load_grid(path) -> torch.Tensor:
     """The grid of a JSON file (float64, CPU): ``save_grid``'s ``{"t": [...], ...}`` or a bare list of decreasing
     times in [0, 1] (any library's timestep list, as times). ``sample(..., grid=load_grid(path))`` runs on it."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, f"{path} is a folder, not a grid file")
-    if not path.is_file():
-        raise FileNotFoundError(errno.ENOENT, f"no grid file at {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not a grid file: not valid JSON ({e})") from None
+    data = read_json(path, "grid file")
     if isinstance(data, dict):
         if "t" not in data:
             raise ValueError(f"{path} is not a grid file: its JSON object has no 't' (the times); "

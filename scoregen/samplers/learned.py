@@ -16,7 +16,6 @@ learns a solver's coefficients and grid by matching the PF-ODE's solutions; LD3,
 """
 from __future__ import annotations
 
-import errno
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,8 @@ import torch
 
 from ..core.flow import Model
 from ..core.sde import VPSDE
-from .common import Recorder, check_grid, on
+from .common import Recorder, check_grid, on, read_json
+from .logsnr import log_snr_grid
 
 HISTORY = 3  # x0_hat values a step combines (the predictor's; the corrector adds the new one)
 NODES = 32   # Gauss-Legendre nodes of the weights' integrals (exact for the polynomial part, e^lambda to 1e-15)
@@ -93,9 +93,8 @@ def adams_weights(lam_nodes: torch.Tensor, lam_t: torch.Tensor, lam_s: torch.Ten
 
 def coefficients(sde: VPSDE, t: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """c_x = g_i sigma_{i+1} / sigma_i and c_m = alpha_{i+1} (1 - e^{-h_i}) of every step (the last: 0 and 1)."""
-    lam = sde.log_snr(t)
-    sigma, alpha = torch.sigmoid(-2 * lam).sqrt(), torch.sigmoid(2 * lam).sqrt()
-    return g * sigma[1:] / sigma[:-1], alpha[1:] * -torch.expm1(lam[:-1] - lam[1:])
+    grid = log_snr_grid(sde, t)
+    return g * grid.sigma[1:] / grid.sigma[:-1], grid.alpha[1:] * -torch.expm1(-grid.h)
 
 
 def run(model: Model, x: torch.Tensor, t, tau, c_x, c_m, P, C, record: Recorder | None = None) -> torch.Tensor:
@@ -161,13 +160,7 @@ def save_solver(path, solver: LearnedSolver) -> Path:
 
 def load_solver(path) -> LearnedSolver:
     """The ``LearnedSolver`` of a file written by ``save_solver``, checked."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(errno.ENOENT, f"no learned-solver file at {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not a learned-solver file: not valid JSON ({e})") from None
+    data = read_json(path, "learned-solver file")
     if not (isinstance(data, dict) and data.get("kind") == "learned-solver"):
         raise ValueError(f"{path} is not a learned-solver file (from `scoregen tune --learn solver`): it has no "
                          "\"kind\": \"learned-solver\"")
