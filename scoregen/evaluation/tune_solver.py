@@ -37,7 +37,7 @@ from ..samplers import sample
 from ..samplers.common import on
 from ..samplers.learned import HISTORY, LearnedSolver, adams_weights, coefficients, load_solver, run
 from .metrics import ode_err
-from .tune import _EndPointError
+from .tune import _EndPointError, _counting
 
 START_ORDER = 2  # points of the start's predictor (3 started worse on the digits U-Net at 5 NFE: 0.64 vs 0.16)
 BASE = "unipc"   # the fixed solver the start's grid is chosen for, and the fallback where no solver is learned
@@ -209,10 +209,11 @@ def held_out_solver_errors(eps_model, sde: VPSDE, solver: LearnedSolver, shape, 
     run = dict(x1=err.x1, device=err.x1.device, dtype=err.x1.dtype)
     errors = {"learned": ode_err(solver.sample(eps_model, sde, err.x1.shape, **run).x, err.reference),
               **{f"ddim-{grid}": e for grid, e in err.fixed_errors.items()}}  # err measured ddim's
-    for name, (method, options) in FIXED.items():
-        for grid, t in err.fixed.items() if name != "ddim" else ():
-            x = sample(eps_model, sde, err.x1.shape, method, grid=t, **run, **options).x
-            errors[f"{name}-{grid}"] = ode_err(x, err.reference)
+    with _counting(eps_model, f"fixed solvers, seed {seed}", progress):
+        for name, (method, options) in FIXED.items():
+            for grid, t in err.fixed.items() if name != "ddim" else ():
+                x = sample(eps_model, sde, err.x1.shape, method, grid=t, **run, **options).x
+                errors[f"{name}-{grid}"] = ode_err(x, err.reference)
     return errors
 
 
